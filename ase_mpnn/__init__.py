@@ -1,0 +1,33 @@
+"""ase-mpnn: message-passing neural-network interatomic potentials for ASE.
+
+    >>> from ase_mpnn import MPNNCalculator
+    >>> atoms.calc = MPNNCalculator("model.mpnn")          # doctest: +SKIP
+"""
+
+from ._version import __version__
+from .calculator import MPNNCalculator
+from .errors import (
+    ASEMPNNError,
+    InvalidStructureError,
+    ModelFileError,
+    UnknownArchitectureError,
+    UnknownElementError,
+)
+from .graph import build_graph
+from .io import load_model, read_manifest, save_model
+from .potential import Potential
+
+__all__ = [
+    "ASEMPNNError",
+    "InvalidStructureError",
+    "MPNNCalculator",
+    "ModelFileError",
+    "Potential",
+    "UnknownArchitectureError",
+    "UnknownElementError",
+    "__version__",
+    "build_graph",
+    "load_model",
+    "read_manifest",
+    "save_model",
+]

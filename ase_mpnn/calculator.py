@@ -1,0 +1,198 @@
+"""MPNNCalculator: the ASE calculator over any ase-mpnn potential.
+
+One model call per structure fills every property: energy (= free_energy), per-atom
+energies, forces and, for cells periodic in all three directions, stress; per-atom
+stresses are added when asked for. The calculator reads only ``species``, ``cutoff`` and
+the potential's outputs: it never branches on the architecture.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from . import keys
+from ._version import __version__
+from .errors import ModelFileError
+from .graph import MIN_DISTANCE, build_graph
+from .io import model_to_bytes, potential_from_bytes, read_file_bytes
+from .models.base import AtomisticModel
+from .potential import Potential, as_potential
+
+ModelSource = str | os.PathLike | bytes | AtomisticModel | Potential
+
+_CACHE: dict[tuple, Potential] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; asking for CUDA without it is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was requested but torch sees no CUDA device")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """"float32"/"float64" (or the torch dtype) -> torch dtype."""
+    names = {"float32": torch.float32, "float64": torch.float64}
+    if isinstance(dtype, torch.dtype) and dtype in names.values():
+        return dtype
+    if dtype not in names:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return names[dtype]
+
+
+def _frozen(potential: Potential, device: torch.device, dtype: torch.dtype) -> Potential:
+    """An eval-mode copy on device/dtype whose weights need no gradient (inference only)."""
+    potential = potential.to(device=device, dtype=dtype).eval()
+    for parameter in potential.parameters():
+        parameter.requires_grad_(False)
+    return potential
+
+
+def cached_potential(data: bytes, source: str, device: torch.device, dtype: torch.dtype) -> Potential:
+    """Load model-file bytes once per process and (device, dtype); later calls share it."""
+    key = (hashlib.sha256(data).hexdigest(), str(device), dtype)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = _frozen(potential_from_bytes(data, source), device, dtype)
+        return _CACHE[key]
+
+
+def model_file_path(name_or_path: str | os.PathLike) -> Path:
+    """The file behind a model name or path, or a ModelFileError saying what was looked for."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path.resolve()
+    raise ModelFileError(f"no model file {str(name_or_path)!r} (looked for it as a path)")
+
+
+class MPNNCalculator(Calculator):
+    """ASE calculator for message-passing neural-network potentials.
+
+    Args:
+        model: a model file path, model-file bytes, or an in-memory AtomisticModel/Potential.
+            In-memory objects are used as they are when already on ``device`` in ``dtype``;
+            otherwise the calculator works on a converted copy.
+        device: "auto" (CUDA if available), "cpu" or "cuda[:n]".
+        dtype: "float64" (default) or "float32"; torch's global default is never changed.
+        min_distance: atoms closer than this (Angstrom) are rejected as corrupt input.
+
+    Results are float64 numpy arrays in eV, eV/A and eV/A^3 (Voigt xx yy zz yz xz xy).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
+
+    def __init__(
+        self,
+        model: ModelSource,
+        device: str = "auto",
+        dtype: str = "float64",
+        min_distance: float = MIN_DISTANCE,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self._init_args = {"device": str(device), "dtype": str(dtype).replace("torch.", ""),
+                           "min_distance": float(min_distance)}
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.min_distance = float(min_distance)
+        self._source = model
+        self.potential, name, manifest_hash = self._load(model)
+        self.parameters = {
+            "model": name,
+            "architecture": self.potential.model.architecture,
+            "model_sha256": manifest_hash,
+            "package": f"ase-mpnn {__version__}",
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "cutoff": self.potential.cutoff,
+            "species": list(self.potential.species),
+        }
+
+    def _load(self, model: ModelSource) -> tuple[Potential, str, str]:
+        """(potential, display name, manifest sha256) for any accepted model source."""
+        if isinstance(model, (AtomisticModel, Potential)):
+            potential = as_potential(model)
+            digest = hashlib.sha256(model_to_bytes(potential)).hexdigest()
+            reference = next(iter(potential.model.parameters()))
+            if reference.dtype != self.dtype or reference.device != self.device:
+                potential = copy.deepcopy(potential).to(device=self.device, dtype=self.dtype)
+            return potential, f"<in-memory {potential.model.architecture}>", digest
+        if isinstance(model, bytes):
+            potential = cached_potential(model, "model data", self.device, self.dtype)
+            return potential, "<model bytes>", potential.manifest_sha256
+        path = model_file_path(model)
+        potential = cached_potential(read_file_bytes(path), str(path), self.device, self.dtype)
+        return potential, str(model), potential.manifest_sha256
+
+    # -- pickling and copying rebuild the calculator from its constructor arguments -------
+    def __reduce__(self) -> tuple:
+        source = self._source
+        if isinstance(source, (AtomisticModel, Potential)):
+            source = model_to_bytes(source)
+        elif not isinstance(source, bytes):
+            source = str(source)
+        return (_rebuild_calculator, (source, self._init_args))
+
+    def __deepcopy__(self, memo: dict) -> "MPNNCalculator":
+        function, args = self.__reduce__()
+        return function(*args)
+
+    # -- the calculation ---------------------------------------------------------------
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: Sequence[str] = ("energy",),
+        system_changes: Sequence[str] = all_changes,
+    ) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        periodic = bool(atoms.pbc.all())
+        for name in ("stress", "stresses"):
+            if name in properties and not periodic:
+                raise PropertyNotImplementedError(
+                    f"{name} needs a cell periodic in all three directions; pbc={atoms.pbc.tolist()}"
+                )
+        graph = build_graph(atoms, self.potential.cutoff, self.potential.species,
+                            dtype=self.dtype, device=self.device, min_distance=self.min_distance)
+        out = self.potential(graph, forces=True, stress=periodic,
+                             atomic_stresses="stresses" in properties)
+        self.results = self._results(out)
+
+    @staticmethod
+    def _results(out: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Potential outputs of one structure -> ASE results (float64 numpy, Voigt stress)."""
+        def numpy(key: str) -> np.ndarray:
+            return out[key].detach().to("cpu", torch.float64).numpy()
+
+        energy = float(numpy(keys.ENERGY)[0])
+        results: dict[str, Any] = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": numpy(keys.ATOMIC_ENERGIES),
+            "forces": numpy(keys.FORCES),
+        }
+        if keys.STRESS in out:
+            results["stress"] = full_3x3_to_voigt_6_stress(numpy(keys.STRESS)[0])
+        if keys.ATOMIC_STRESSES in out:
+            results["stresses"] = full_3x3_to_voigt_6_stress(numpy(keys.ATOMIC_STRESSES))
+        return results
+
+
+def _rebuild_calculator(source: str | bytes, init_args: dict[str, Any]) -> MPNNCalculator:
+    """Unpickling hook: a fresh calculator from the constructor arguments."""
+    return MPNNCalculator(source, **init_args)

@@ -1,0 +1,26 @@
+"""Exceptions raised for bad input. Each names the problem and what would fix it."""
+
+from __future__ import annotations
+
+
+class ASEMPNNError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class UnknownElementError(ASEMPNNError, ValueError):
+    """The structure holds an element the model was not trained on."""
+
+
+class InvalidStructureError(ASEMPNNError, ValueError):
+    """NaN/inf coordinates, a degenerate periodic cell, or atoms on top of each other."""
+
+
+class ModelFileError(ASEMPNNError, OSError):
+    """A model file is missing, unreadable, truncated, tampered with or too new."""
+
+
+class UnknownArchitectureError(ASEMPNNError, KeyError):
+    """A model manifest names an architecture this version does not provide."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

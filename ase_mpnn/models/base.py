@@ -1,0 +1,61 @@
+"""The contract every architecture fulfils, and the name -> class table of model files."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import torch
+from ase.data import atomic_numbers
+from torch import nn
+
+from ..errors import UnknownArchitectureError
+
+ARCHITECTURES: dict[str, type["AtomisticModel"]] = {}
+
+
+def register_architecture(cls: type["AtomisticModel"]) -> type["AtomisticModel"]:
+    """Class decorator: make ``cls`` loadable from model files by ``cls.architecture``."""
+    ARCHITECTURES[cls.architecture] = cls
+    return cls
+
+
+def architecture_class(name: str) -> type["AtomisticModel"]:
+    """The model class registered under ``name``; unknown names list the known ones."""
+    if name not in ARCHITECTURES:
+        raise UnknownArchitectureError(
+            f"unknown architecture {name!r}; this version of ase-mpnn provides "
+            f"{', '.join(sorted(ARCHITECTURES))}"
+        )
+    return ARCHITECTURES[name]
+
+
+class AtomisticModel(nn.Module):
+    """Base class: a graph in, one unscaled energy per atom out.
+
+    Subclasses read geometry only through ``keys.EDGE_VECTORS`` / ``keys.EDGE_LENGTHS``
+    (written by the potential), never from positions, so that energies are translation
+    invariant by construction and the potential can differentiate them for forces and stress.
+    They never compute forces. ``forward(graph)`` returns an (n_atoms,) tensor.
+
+    Subclasses set ``architecture`` (the name written into model files) and store their
+    JSON-safe constructor arguments, other than species and cutoff, in ``self.hyperparameters``.
+    """
+
+    architecture: ClassVar[str] = ""
+
+    def __init__(self, species: Sequence[str], cutoff: float):
+        super().__init__()
+        species = list(species)
+        unknown = [s for s in species if s not in atomic_numbers or s == "X"]
+        if not species or unknown or len(set(species)) != len(species):
+            raise ValueError(
+                f"species must be a non-empty list of distinct element symbols, got {species}"
+            )
+        if not cutoff > 0:
+            raise ValueError(f"cutoff must be a positive distance in Angstrom, got {cutoff}")
+        self.species: list[str] = species
+        self.cutoff: float = float(cutoff)
+        self.hyperparameters: dict[str, Any] = {}
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError

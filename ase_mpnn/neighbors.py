@@ -1,0 +1,86 @@
+"""Neighbour lists: every pair (i, j, S) with |x_j - x_i + S @ cell| < cutoff.
+
+matscipy's cell-list search does the work. It bins atoms inside the cell it is given, so
+along non-periodic directions we hand it a box that just encloses the atoms (origin at
+their lower corner). That keeps a molecule far from the origin, or a slab whose atoms stick
+out of its nominal cell, as cheap as one centred in its box. Periodic lattice vectors are
+passed unchanged, so the integer shifts S refer to the structure's own cell.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
+
+#: padding (Angstrom) added to the enclosing box along non-periodic directions
+_BOX_PADDING = 1.0
+
+
+class NeighborList(NamedTuple):
+    """A full (both directions) neighbour list of one structure.
+
+    Attributes:
+        centers: (n_edges,) int64, index i of the centre atom.
+        neighbors: (n_edges,) int64, index j of the neighbour.
+        shifts: (n_edges, 3) int64, lattice translation S of j (zero along non-periodic axes).
+        distances: (n_edges,) float64, |x_j - x_i + S @ cell| in Angstrom.
+    """
+
+    centers: np.ndarray
+    neighbors: np.ndarray
+    shifts: np.ndarray
+    distances: np.ndarray
+
+
+def _search_box(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cell and origin to search in: periodic vectors kept, the rest span the atoms.
+
+    Returns:
+        (cell, origin): (3, 3) lattice vectors as rows, (3,) Cartesian origin, Angstrom.
+    """
+    periodic = cell[pbc]
+    if len(periodic):
+        # orthonormal basis whose first rows span the periodic vectors
+        q, _ = np.linalg.qr(np.vstack([periodic, np.eye(3)]).T, mode="complete")
+        free_dirs = q.T[len(periodic) : 3]
+    else:
+        free_dirs = np.eye(3)
+    heights = positions @ free_dirs.T  # (n_atoms, n_free)
+    lower = heights.min(axis=0) - _BOX_PADDING / 2
+    extent = heights.max(axis=0) - heights.min(axis=0) + _BOX_PADDING
+    box = cell.copy()
+    box[~pbc] = free_dirs * extent[:, None]
+    origin = lower @ free_dirs
+    return box, origin
+
+
+def neighbor_list(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> NeighborList:
+    """All pairs closer than ``cutoff``, periodic images included, self-pairs excluded.
+
+    An atom may neighbour its own periodic image (cells smaller than the cutoff), in which
+    case it appears with a non-zero shift. Positions outside the cell are fine.
+
+    Args:
+        positions: (n_atoms, 3) Cartesian positions, Angstrom.
+        cell: (3, 3) lattice vectors as rows, Angstrom (ignored along non-periodic axes).
+        pbc: (3,) periodicity flags.
+        cutoff: radius in Angstrom.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    cell = np.asarray(cell, dtype=np.float64)
+    pbc = np.asarray(pbc, dtype=bool)
+    if len(positions) == 0 or (len(positions) == 1 and not pbc.any()):
+        empty = np.zeros(0, dtype=np.int64)
+        return NeighborList(empty, empty, np.zeros((0, 3), np.int64), np.zeros(0))
+    box, origin = _search_box(positions, cell, pbc)
+    i, j, shifts, d = _matscipy_neighbour_list(
+        "ijSd", positions=positions, cell=box, pbc=pbc, cutoff=float(cutoff),
+        cell_origin=origin,
+    )
+    return NeighborList(i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64), d)

@@ -1,0 +1,219 @@
+"""Per-atom energies -> total energy, forces, stress and per-atom stresses.
+
+The model supplies an unscaled energy e_i for each atom. The potential turns it into
+physical units and a physical reference:
+
+    E_i = scale[s_i] * (e_i - e_iso[s_i]) + shift[s_i] + E0[s_i]
+
+where s_i is the atom's species and e_iso is what the model gives an atom with no
+neighbours. Subtracting e_iso makes an isolated atom's energy exactly E0 + shift, so E0 is
+the isolated-atom reference energy (shift is the mean per-atom interaction energy of a
+data set, 0 by default) and a molecule with no pair inside the cutoff has E = sum of E0.
+
+Forces and stress come from one backward pass (as in NequIP's ForceStressOutput): a
+symmetric strain eps deforms positions and cell, x -> x (1 + eps), and
+
+    F_i = -dE/dx_i,        sigma = (1/V) dE/d(eps)  (ASE sign: tensile positive).
+
+Per-atom stresses split the virial edge by edge, half to each end of the bond:
+sigma_i = (1/V) sum_{edges e at i} 1/2 sym(r_e (x) dE/dr_e); they sum to sigma.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from . import keys
+from .graph import Graph
+from .models.base import AtomisticModel
+from .nn import scatter_sum
+
+
+def _per_species(value: float | Sequence[float] | torch.Tensor, n: int, name: str) -> torch.Tensor:
+    # float64 so that reference energies of many eV keep their digits until .to(dtype)
+    tensor = torch.as_tensor(value, dtype=torch.float64).flatten()
+    if tensor.numel() == 1:
+        tensor = tensor.expand(n).clone()
+    if tensor.numel() != n:
+        raise ValueError(f"{name} needs one value per species ({n}), got {tensor.numel()}")
+    return tensor
+
+
+def edge_geometry(graph: Graph, positions: torch.Tensor, cell: torch.Tensor) -> Graph:
+    """Add EDGE_VECTORS r_ij = x_j - x_i + S @ cell and EDGE_LENGTHS |r_ij| to the graph.
+
+    Args:
+        graph: batched graph (needs EDGE_INDEX, CELL_SHIFTS, BATCH).
+        positions: (n_atoms, 3), possibly strained, Angstrom.
+        cell: (n_graphs, 3, 3), possibly strained, Angstrom.
+    """
+    centers, neighbors = graph[keys.EDGE_INDEX]
+    shifts = graph[keys.CELL_SHIFTS]
+    if cell.shape[0] == 1:
+        offsets = shifts @ cell[0]
+    else:
+        offsets = torch.einsum("ei,eij->ej", shifts, cell[graph[keys.BATCH][centers]])
+    # index_select: its backward is a fast index_add_, unlike advanced indexing's index_put_
+    vectors = positions.index_select(0, neighbors) - positions.index_select(0, centers) + offsets
+    graph = dict(graph)
+    graph[keys.EDGE_VECTORS] = vectors
+    graph[keys.EDGE_LENGTHS] = torch.linalg.vector_norm(vectors, dim=-1)
+    return graph
+
+
+def isolated_atoms_graph(n_species: int, like: torch.Tensor) -> Graph:
+    """A graph of one atom of each species, far apart: no edges. Shapes as in keys."""
+    kw = {"dtype": like.dtype, "device": like.device}
+    index = torch.arange(n_species, device=like.device)
+    return {
+        keys.SPECIES: index,
+        keys.POSITIONS: torch.zeros(n_species, 3, **kw),
+        keys.CELL: torch.zeros(n_species, 3, 3, **kw),
+        keys.PBC: torch.zeros(n_species, 3, dtype=torch.bool, device=like.device),
+        keys.EDGE_INDEX: torch.zeros(2, 0, dtype=torch.int64, device=like.device),
+        keys.CELL_SHIFTS: torch.zeros(0, 3, **kw),
+        keys.BATCH: index,
+        keys.N_ATOMS: torch.ones(n_species, dtype=torch.int64, device=like.device),
+        keys.EDGE_VECTORS: torch.zeros(0, 3, **kw),
+        keys.EDGE_LENGTHS: torch.zeros(0, **kw),
+    }
+
+
+class Potential(nn.Module):
+    """A model plus the per-species energy scale, shift and reference energies E0.
+
+    Args:
+        model: any AtomisticModel.
+        scale: energy scale per species (or one for all), eV per model unit.
+        shift: per-atom energy shift per species (or one for all), eV.
+        atomic_energies: isolated-atom reference energies E0, eV; a list in the order of
+            ``model.species`` or a dict {symbol: E0}; missing symbols get 0.
+    """
+
+    def __init__(
+        self,
+        model: AtomisticModel,
+        scale: float | Sequence[float] = 1.0,
+        shift: float | Sequence[float] = 0.0,
+        atomic_energies: Sequence[float] | dict[str, float] | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        n = len(model.species)
+        if isinstance(atomic_energies, dict):
+            unknown = set(atomic_energies) - set(model.species)
+            if unknown:
+                raise ValueError(f"atomic_energies for {sorted(unknown)}, not in {model.species}")
+            atomic_energies = [atomic_energies.get(s, 0.0) for s in model.species]
+        self.register_buffer("scale", _per_species(scale, n, "scale"))
+        self.register_buffer("shift", _per_species(shift, n, "shift"))
+        self.register_buffer(
+            "atomic_energies", _per_species(atomic_energies or 0.0, n, "atomic_energies")
+        )
+
+    @property
+    def species(self) -> list[str]:
+        """Element symbols covered, in the order of the species index."""
+        return self.model.species
+
+    @property
+    def cutoff(self) -> float:
+        """Neighbour cutoff radius, Angstrom."""
+        return self.model.cutoff
+
+    def atomic_energies_of(self, graph: Graph) -> torch.Tensor:
+        """E_i (n_atoms,) in eV for a graph that already carries edge geometry."""
+        species = graph[keys.SPECIES]
+        e_iso = self.model(isolated_atoms_graph(len(self.species), graph[keys.POSITIONS]))
+        e = self.model(graph) - e_iso[species]
+        return self.scale[species] * e + self.shift[species] + self.atomic_energies[species]
+
+    def forward(
+        self,
+        graph: Graph,
+        forces: bool = True,
+        stress: bool = False,
+        atomic_stresses: bool = False,
+        create_graph: bool = False,
+    ) -> Graph:
+        """Evaluate a (batched) graph.
+
+        Args:
+            graph: from ase_mpnn.graph.build_graph.
+            forces: compute FORCES (n_atoms, 3), eV/A.
+            stress: compute STRESS (n_graphs, 3, 3), eV/A^3; NaN for structures that are
+                not periodic in all three directions (no volume).
+            atomic_stresses: compute ATOMIC_STRESSES (n_atoms, 3, 3), eV/A^3.
+            create_graph: keep the autograd graph of the derivatives (for training on forces).
+
+        Returns:
+            dict with ENERGY (n_graphs,), ATOMIC_ENERGIES (n_atoms,) and those requested.
+        """
+        batch, n_graphs = graph[keys.BATCH], graph[keys.CELL].shape[0]
+        positions, cell = graph[keys.POSITIONS], graph[keys.CELL]
+        wants_strain = stress or atomic_stresses
+        with torch.enable_grad():
+            if forces:
+                positions = positions.detach().requires_grad_(True)
+            strain = None
+            if wants_strain:
+                strain = torch.zeros_like(cell, requires_grad=True)
+                symmetric = 0.5 * (strain + strain.transpose(1, 2))
+                positions = positions + torch.einsum("ni,nij->nj", positions, symmetric[batch])
+                cell = cell + cell @ symmetric
+            graph = edge_geometry(graph, positions, cell)
+            energies = self.atomic_energies_of(graph)
+            energy = scatter_sum(energies, batch, n_graphs)
+            wrt = {"forces": positions if forces else None, "stress": strain,
+                   "edges": graph[keys.EDGE_VECTORS] if atomic_stresses else None}
+            grads = self._gradients(energy, wrt, create_graph)
+        out = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: energies}
+        if forces:
+            out[keys.FORCES] = -grads["forces"]
+        if wants_strain:
+            volume = torch.linalg.det(graph[keys.CELL]).abs()
+            volume = torch.where(graph[keys.PBC].all(dim=1), volume, torch.nan)
+            if stress:
+                out[keys.STRESS] = grads["stress"] / volume[:, None, None]
+            if atomic_stresses:
+                out[keys.ATOMIC_STRESSES] = self._atomic_stresses(graph, grads["edges"], volume)
+        return out
+
+    @staticmethod
+    def _gradients(
+        energy: torch.Tensor, wrt: dict[str, torch.Tensor | None], create_graph: bool
+    ) -> dict[str, torch.Tensor]:
+        """dE/d(each tensor in wrt) in one backward pass; zeros where E does not depend on it."""
+        names = [k for k, v in wrt.items() if v is not None]
+        inputs = [wrt[k] for k in names]
+        if not inputs:
+            return {}
+        if energy.requires_grad:
+            grads = torch.autograd.grad(
+                energy.sum(), inputs, create_graph=create_graph, allow_unused=True
+            )
+        else:  # nothing to differentiate: e.g. no edges and frozen weights
+            grads = [None] * len(inputs)
+        return {k: torch.zeros_like(x) if g is None else g for k, x, g in zip(names, inputs, grads)}
+
+    @staticmethod
+    def _atomic_stresses(graph: Graph, edge_grads: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
+        """Half of each bond's virial r_e (x) dE/dr_e to each of its two atoms, over V."""
+        centers, neighbors = graph[keys.EDGE_INDEX]
+        virial = graph[keys.EDGE_VECTORS][:, :, None] * edge_grads[:, None, :]
+        virial = 0.25 * (virial + virial.transpose(1, 2))  # symmetrised, halved
+        n_atoms = graph[keys.POSITIONS].shape[0]
+        per_atom = scatter_sum(virial, centers, n_atoms) + scatter_sum(virial, neighbors, n_atoms)
+        return per_atom / volume[graph[keys.BATCH]][:, None, None]
+
+
+def as_potential(model: AtomisticModel | Potential) -> Potential:
+    """Wrap a bare model in a Potential with unit scale, zero shift and zero E0."""
+    if isinstance(model, Potential):
+        return model
+    if isinstance(model, AtomisticModel):
+        return Potential(model)
+    raise TypeError(f"expected an AtomisticModel or Potential, got {type(model).__name__}")

@@ -1,0 +1,37 @@
+"""Shared fixtures: a physically scaled random SchNet and the structures tests use."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ase.build import bulk
+
+from ase_mpnn import MPNNCalculator, Potential
+from ase_mpnn.models import SchNet
+from ase_mpnn.testing import rattled_triclinic_cell, scale_to_force_rms
+
+SPECIES = ["Cu", "Ni"]
+
+
+def make_potential(seed: int = 0, **kwargs) -> Potential:
+    """A random SchNet over Cu/Ni whose forces have ~1 eV/A RMS on a rattled cell."""
+    torch.manual_seed(seed)
+    model = SchNet(species=SPECIES, cutoff=kwargs.pop("cutoff", 4.0), **kwargs)
+    return scale_to_force_rms(Potential(model), rattled_triclinic_cell(SPECIES), 1.0)
+
+
+@pytest.fixture(scope="session")
+def potential() -> Potential:
+    return make_potential()
+
+
+@pytest.fixture()
+def calc(potential) -> MPNNCalculator:
+    return MPNNCalculator(potential, device="cpu", dtype="float64")
+
+
+@pytest.fixture()
+def cu_cell():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.rattle(0.05, seed=1)
+    return atoms

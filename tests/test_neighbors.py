@@ -1,0 +1,96 @@
+"""The neighbour list equals ASE's on every kind of periodicity and cell shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, fcc111, molecule
+from ase.neighborlist import neighbor_list as ase_neighbor_list
+
+from ase_mpnn import MPNNCalculator
+from ase_mpnn.neighbors import neighbor_list
+
+
+def triclinic() -> Atoms:
+    atoms = bulk("Cu", "fcc", a=3.6).repeat((2, 1, 1))
+    atoms.set_cell(atoms.cell.array + [[0, 0, 0], [0.3, 0, 0], [0.5, 0.7, 0]], scale_atoms=True)
+    atoms.rattle(0.1, seed=0)
+    return atoms
+
+
+def slab() -> Atoms:
+    atoms = fcc111("Cu", (2, 2, 3), vacuum=5.0)
+    atoms.pbc = (True, True, False)
+    return atoms
+
+
+CASES = {
+    "fcc_cubic": (lambda: bulk("Cu", "fcc", a=3.6, cubic=True), 5.0),
+    "fcc_primitive_rc6": (lambda: bulk("Cu", "fcc", a=3.6), 6.0),
+    "triclinic": (triclinic, 5.0),
+    "slab": (slab, 5.0),
+    "molecule": (lambda: molecule("CH3CH2OH"), 3.0),
+    "wire": (lambda: Atoms("Cu2", positions=[[0, 0, 0], [1.3, 1.2, 0.4]], cell=[2.5, 0, 0],
+                           pbc=[True, False, False]), 5.0),
+}
+
+
+def as_set(i, j, shifts) -> set:
+    return set(zip(np.asarray(i).tolist(), np.asarray(j).tolist(), map(tuple, np.asarray(shifts).tolist())))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_equals_ase_neighbor_list(name):
+    atoms, cutoff = CASES[name][0](), CASES[name][1]
+    nl = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+    i, j, shifts, d = ase_neighbor_list("ijSd", atoms, cutoff)
+    assert as_set(nl.centers, nl.neighbors, nl.shifts) == as_set(i, j, shifts)
+    assert len(nl.centers) == len(i)  # no duplicates
+    vectors = atoms.positions[nl.neighbors] - atoms.positions[nl.centers] + nl.shifts @ atoms.cell.array
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), nl.distances, rtol=1e-12)
+
+
+def test_small_cell_has_self_images():
+    atoms = bulk("Cu", "fcc", a=3.6)  # one atom, cutoff 6 A: 78 images of itself
+    nl = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 6.0)
+    assert (nl.centers == 0).all() and (nl.neighbors == 0).all()
+    assert len(nl.centers) == 78 and not (nl.shifts == 0).all(axis=1).any()
+
+
+def test_wrapping_does_not_change_energy(calc):
+    atoms = triclinic()
+    atoms.calc = calc
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    moved = atoms.copy()
+    moved.positions += atoms.cell.array[0] * 2 - atoms.cell.array[2]  # whole lattice vectors
+    moved.positions[0] += atoms.cell.array[1]
+    moved.calc = calc
+    assert moved.get_potential_energy() == pytest.approx(energy, rel=1e-12)
+    np.testing.assert_allclose(moved.get_forces(), forces, atol=1e-10)
+    wrapped = atoms.copy()
+    wrapped.wrap()
+    wrapped.calc = calc
+    assert wrapped.get_potential_energy() == pytest.approx(energy, rel=1e-12)
+
+
+def test_molecule_far_from_origin_same_pairs_and_energy(calc):
+    atoms = molecule("CH3CH2OH")
+    atoms.set_chemical_symbols(["Cu"] * 3 + ["Ni"] * 6)
+    atoms.positions *= 1.6
+    far = atoms.copy()
+    far.positions += [1e5, -3e4, 7e4]
+    near_nl = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 4.0)
+    far_nl = neighbor_list(far.positions, far.cell.array, far.pbc, 4.0)
+    assert as_set(near_nl.centers, near_nl.neighbors, near_nl.shifts) == as_set(
+        far_nl.centers, far_nl.neighbors, far_nl.shifts)
+    atoms.calc, far.calc = calc, MPNNCalculator(calc.potential, dtype="float64")
+    assert far.get_potential_energy() == pytest.approx(atoms.get_potential_energy(), rel=1e-9)
+
+
+def test_slab_atoms_outside_nominal_cell():
+    atoms = slab()
+    atoms.positions[:, 2] += 40.0  # far above the cell's c range
+    nl = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 5.0)
+    i, j, shifts = ase_neighbor_list("ijS", atoms, 5.0)
+    assert as_set(nl.centers, nl.neighbors, nl.shifts) == as_set(i, j, shifts)

@@ -1,0 +1,89 @@
+"""The physics kit (ase_mpnn.testing) on every architecture, in float64."""
+
+from __future__ import annotations
+
+import pytest
+
+from ase_mpnn import testing
+from ase_mpnn.testing import rattled_triclinic_cell, small_molecule
+
+from .conftest import SPECIES, make_potential
+
+#: every architecture and preset, built small and physically scaled
+ARCHITECTURES = {
+    "SchNet": lambda: make_potential(n_features=32, n_interactions=2),
+    "SchNet-polynomial-bessel": lambda: make_potential(
+        n_features=32, n_interactions=2, envelope="polynomial", radial_basis="bessel",
+        activation="silu"),
+}
+
+
+@pytest.fixture(params=sorted(ARCHITECTURES), scope="module")
+def model(request):
+    return ARCHITECTURES[request.param]()
+
+
+def test_forces_match_finite_differences_periodic(model):
+    assert testing.check_forces_finite_difference(model, rattled_triclinic_cell(SPECIES)) < 1e-6
+
+
+def test_forces_match_finite_differences_molecule(model):
+    assert testing.check_forces_finite_difference(model, small_molecule(SPECIES)) < 1e-6
+
+
+def test_stress_matches_strain_derivative(model):
+    assert testing.check_stress_finite_difference(model, rattled_triclinic_cell(SPECIES)) < 1e-7
+
+
+@pytest.mark.parametrize("make", [rattled_triclinic_cell, small_molecule])
+def test_rotation_reflection_translation_permutation(model, make):
+    errors = testing.check_symmetry(model, make(SPECIES))
+    assert max(errors.values()) < 1e-10
+
+
+def test_supercell_extensivity(model):
+    assert testing.check_extensivity(model, rattled_triclinic_cell(SPECIES)) < 1e-10
+
+
+@pytest.mark.parametrize("symbol", SPECIES)
+def test_smooth_through_cutoff(model, symbol):
+    assert testing.check_cutoff_smoothness(model, symbol) < 1e-4
+
+
+def test_batch_equals_one_by_one(model):
+    structures = [rattled_triclinic_cell(SPECIES, 0), small_molecule(SPECIES),
+                  rattled_triclinic_cell(SPECIES, 1)[:5]]
+    assert testing.check_batch_consistency(model, structures) < 1e-10
+
+
+def test_float32_close_to_float64(model):
+    assert testing.check_float32(model, rattled_triclinic_cell(SPECIES)) < 1e-4
+
+
+def test_pickle_and_deepcopy(model):
+    assert testing.check_pickle_roundtrip(model, rattled_triclinic_cell(SPECIES)) == 0.0
+
+
+def test_save_load(model, tmp_path):
+    assert testing.check_save_load(model, rattled_triclinic_cell(SPECIES), tmp_path) == 0.0
+
+
+def test_kit_runs_end_to_end(tmp_path):
+    results = testing.run_physics_checks(make_potential(n_features=16, n_interactions=1), tmp_path)
+    assert set(results) >= {"forces_fd_periodic", "stress_fd", "extensivity", "save_load"}
+
+
+def test_kit_catches_a_broken_model():
+    """The kit must fail on a model whose forces are not the energy's gradient."""
+    potential = make_potential(n_features=16, n_interactions=1).double()
+    original = potential.forward
+
+    def wrong_forces(graph, **kwargs):
+        out = original(graph, **kwargs)
+        if "forces" in out:
+            out["forces"] = out["forces"] * 1.01
+        return out
+
+    potential.forward = wrong_forces
+    with pytest.raises(AssertionError, match="finite differences"):
+        testing.check_forces_finite_difference(potential, rattled_triclinic_cell(SPECIES))
