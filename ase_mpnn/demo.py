@@ -16,11 +16,11 @@ import numpy as np
 from ase import units
 from ase.build import bulk
 from ase.io import Trajectory
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import FIRE
 from tqdm import tqdm
 
+from ._compat import thermalize
 from .calculator import MPNNCalculator
 from .io import save_model
 from .models import SchNet
@@ -81,8 +81,7 @@ def run_demo(out: str | Path = "demo_output", md_steps: int = 200, seed: int = 0
                         "energy_eV": atoms.get_potential_energy(),
                         "max_force_eV_per_A": float(np.abs(atoms.get_forces()).max())}
 
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(seed))
-    Stationary(atoms)
+    thermalize(atoms, 300, seed=seed)
     dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
     records = []
     with Trajectory(out / "md.traj", "w", atoms) as trajectory:

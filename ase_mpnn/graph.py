@@ -40,6 +40,12 @@ def to_atoms(structure: Any) -> Atoms:
     )
 
 
+def _is_single_structure(obj: Any) -> bool:
+    # pymatgen's Structure is itself a Sequence (of sites), so test for it by module
+    return (isinstance(obj, Atoms) or type(obj).__module__.startswith("pymatgen")
+            or not isinstance(obj, Sequence))
+
+
 def species_indices(numbers: np.ndarray, species: Sequence[str]) -> np.ndarray:
     """Map atomic numbers to indices into ``species``; unknown elements raise.
 
@@ -135,7 +141,7 @@ def build_graph(
     Returns:
         A dict keyed by the constants in ase_mpnn.keys (see there for shapes).
     """
-    if isinstance(structures, Atoms) or not isinstance(structures, Sequence):
+    if _is_single_structure(structures):
         structures = [structures]
     parts = [_structure_arrays(to_atoms(s), cutoff, species, min_distance) for s in structures]
     counts = np.array([len(p["species"]) for p in parts], dtype=np.int64)

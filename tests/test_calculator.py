@@ -1,0 +1,113 @@
+"""MPNNCalculator's contract with ASE: properties, units, dtypes, parameters, caching."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.db import connect
+from ase.io import read, write
+
+from ase_mpnn import MPNNCalculator, save_model
+
+
+def test_results_are_float64_numpy_of_ase_shapes(calc, cu_cell):
+    cu_cell.calc = calc
+    n = len(cu_cell)
+    energy = cu_cell.get_potential_energy()
+    assert isinstance(energy, float)
+    assert cu_cell.get_potential_energy(force_consistent=True) == energy  # free_energy
+    for value, shape in [(cu_cell.get_forces(), (n, 3)), (cu_cell.get_stress(), (6,)),
+                         (cu_cell.get_potential_energies(), (n,)),
+                         (cu_cell.get_stresses(), (n, 6))]:
+        assert isinstance(value, np.ndarray) and value.dtype == np.float64 and value.shape == shape
+    np.testing.assert_allclose(cu_cell.get_stresses().sum(axis=0), cu_cell.get_stress(), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_float32_results_are_still_float64_numpy(potential, cu_cell, dtype):
+    cu_cell.calc = MPNNCalculator(potential, dtype=dtype)
+    assert cu_cell.get_forces().dtype == np.float64
+    assert torch.get_default_dtype() == torch.float32  # never changed
+
+
+def test_one_model_call_fills_every_property(calc, cu_cell):
+    calls = []
+    hook = calc.potential.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        cu_cell.calc = calc
+        cu_cell.get_potential_energy()
+        cu_cell.get_forces()
+        cu_cell.get_stress()
+        cu_cell.get_potential_energies()
+        assert len(calls) == 1
+        cu_cell.positions[0, 0] += 0.01
+        cu_cell.get_forces()
+        assert len(calls) == 2
+    finally:
+        hook.remove()
+
+
+def test_stress_needs_three_periodic_directions(calc):
+    atoms = molecule("H2O")
+    atoms.set_chemical_symbols(["Ni", "Cu", "Cu"])
+    atoms.positions *= 2
+    atoms.calc = calc
+    atoms.get_forces()
+    with pytest.raises(PropertyNotImplementedError, match="periodic in all three"):
+        atoms.get_stress()
+
+
+def test_parameters_are_json_safe_and_stored_by_ase(calc, cu_cell, tmp_path):
+    cu_cell.calc = calc
+    cu_cell.get_potential_energy()
+    params = json.loads(json.dumps(calc.todict()))
+    assert params["architecture"] == "SchNet" and params["dtype"] == "float64"
+    assert params["cutoff"] == calc.potential.cutoff and len(params["model_sha256"]) == 64
+    with connect(tmp_path / "results.db") as db:
+        row_id = db.write(cu_cell)
+    row = connect(tmp_path / "results.db").get(row_id)
+    assert row.calculator_parameters["model_sha256"] == params["model_sha256"]
+    assert row.energy == pytest.approx(cu_cell.get_potential_energy())
+    write(tmp_path / "frames.traj", cu_cell)
+    assert read(tmp_path / "frames.traj").get_potential_energy() == pytest.approx(row.energy)
+
+
+def test_path_source_and_shared_cache(potential, cu_cell, tmp_path):
+    path = save_model(potential, tmp_path / "m.mpnn")
+    a, b = MPNNCalculator(path, dtype="float64"), MPNNCalculator(str(path), dtype="float64")
+    assert a.potential is b.potential  # weights loaded once per process
+    assert MPNNCalculator(path, dtype="float32").potential is not a.potential
+    assert a.parameters["model"] == str(path)
+    cu_cell.calc = a
+    expected = MPNNCalculator(potential, dtype="float64").get_potential_energy(cu_cell)
+    assert cu_cell.get_potential_energy() == pytest.approx(expected, rel=1e-12)
+
+
+def test_in_memory_model_is_not_modified(potential):
+    dtype = next(potential.parameters()).dtype
+    calc = MPNNCalculator(potential, dtype="float64")
+    assert next(potential.parameters()).dtype == dtype
+    same = MPNNCalculator(calc.potential, dtype="float64")
+    assert same.potential is calc.potential  # already float64 on cpu: used as is
+
+
+def test_device_and_dtype_validated(potential):
+    assert MPNNCalculator(potential, device="auto").device.type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="float32"):
+        MPNNCalculator(potential, dtype="float16")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            MPNNCalculator(potential, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_agrees_with_cpu(potential, cu_cell):
+    cpu = MPNNCalculator(potential, device="cpu", dtype="float64")
+    gpu = MPNNCalculator(potential, device="cuda", dtype="float64")
+    np.testing.assert_allclose(gpu.get_forces(cu_cell), cpu.get_forces(cu_cell), atol=1e-10)
+    np.testing.assert_allclose(gpu.get_stress(cu_cell), cpu.get_stress(cu_cell), atol=1e-12)
