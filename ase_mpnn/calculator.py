@@ -8,7 +8,6 @@ the potential's outputs: it never branches on the architecture.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import threading
@@ -27,7 +26,7 @@ from .errors import ModelFileError
 from .graph import MIN_DISTANCE, build_graph
 from .io import model_to_bytes, potential_from_bytes, read_file_bytes
 from .models.base import AtomisticModel
-from .potential import Potential, as_potential
+from .potential import Potential
 
 ModelSource = str | os.PathLike | bytes | AtomisticModel | Potential
 
@@ -85,8 +84,8 @@ class MPNNCalculator(Calculator):
 
     Args:
         model: a model file path, model-file bytes, or an in-memory AtomisticModel/Potential.
-            In-memory objects are used as they are when already on ``device`` in ``dtype``;
-            otherwise the calculator works on a converted copy.
+            The calculator works on a frozen snapshot of an in-memory model's weights taken
+            here (later training of the object does not change it), as when pickled.
         device: "auto" (CUDA if available), "cpu" or "cuda[:n]".
         dtype: "float64" (default) or "float32"; torch's global default is never changed.
         min_distance: atoms closer than this (Angstrom) are rejected as corrupt input.
@@ -126,12 +125,10 @@ class MPNNCalculator(Calculator):
     def _load(self, model: ModelSource) -> tuple[Potential, str, str]:
         """(potential, display name, manifest sha256) for any accepted model source."""
         if isinstance(model, (AtomisticModel, Potential)):
-            potential = as_potential(model)
-            digest = hashlib.sha256(model_to_bytes(potential)).hexdigest()
-            reference = next(iter(potential.model.parameters()))
-            if reference.dtype != self.dtype or reference.device != self.device:
-                potential = copy.deepcopy(potential).to(device=self.device, dtype=self.dtype)
-            return potential, f"<in-memory {potential.model.architecture}>", digest
+            data = model_to_bytes(model)
+            self._source = data  # the snapshot, for pickling
+            potential = _frozen(potential_from_bytes(data), self.device, self.dtype)
+            return potential, f"<in-memory {potential.model.architecture}>", potential.manifest_sha256
         if isinstance(model, bytes):
             potential = cached_potential(model, "model data", self.device, self.dtype)
             return potential, "<model bytes>", potential.manifest_sha256
@@ -141,11 +138,7 @@ class MPNNCalculator(Calculator):
 
     # -- pickling and copying rebuild the calculator from its constructor arguments -------
     def __reduce__(self) -> tuple:
-        source = self._source
-        if isinstance(source, (AtomisticModel, Potential)):
-            source = model_to_bytes(source)
-        elif not isinstance(source, bytes):
-            source = str(source)
+        source = self._source if isinstance(self._source, bytes) else str(self._source)
         return (_rebuild_calculator, (source, self._init_args))
 
     def __deepcopy__(self, memo: dict) -> "MPNNCalculator":

@@ -124,10 +124,28 @@ class Potential(nn.Module):
         """Neighbour cutoff radius, Angstrom."""
         return self.model.cutoff
 
+    def isolated_atom_outputs(self, like: torch.Tensor) -> torch.Tensor:
+        """e_iso (n_species,): the model's output for an atom with no neighbours.
+
+        Recomputed while weights are trainable (gradients must flow through it); cached for
+        frozen weights, keyed on their storage and version counters, so in-place updates
+        (load_state_dict, optimiser steps) are never missed.
+        """
+        tensors = list(self.model.parameters()) + list(self.model.buffers())
+        if any(t.requires_grad for t in tensors) and torch.is_grad_enabled():
+            return self.model(isolated_atoms_graph(len(self.species), like))
+        key = (like.dtype, like.device, tuple((t.data_ptr(), t._version) for t in tensors))
+        cached = getattr(self, "_isolated_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, self.model(isolated_atoms_graph(len(self.species), like)))
+            self._isolated_cache = cached
+        return cached[1]
+
     def atomic_energies_of(self, graph: Graph) -> torch.Tensor:
         """E_i (n_atoms,) in eV for a graph that already carries edge geometry."""
         species = graph[keys.SPECIES]
-        e_iso = self.model(isolated_atoms_graph(len(self.species), graph[keys.POSITIONS]))
+        e_iso = self.isolated_atom_outputs(graph[keys.POSITIONS])
         e = self.model(graph) - e_iso[species]
         return self.scale[species] * e + self.shift[species] + self.atomic_energies[species]
 

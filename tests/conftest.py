@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from ase.build import bulk
@@ -11,6 +13,10 @@ from ase_mpnn.models import SchNet
 from ase_mpnn.testing import rattled_triclinic_cell, scale_to_force_rms
 
 SPECIES = ["Cu", "Ni"]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one process per core: more torch threads than cores makes OpenMP spin and crawl
+    torch.set_num_threads(1)
 
 
 def make_potential(seed: int = 0, **kwargs) -> Potential:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -88,12 +89,29 @@ def test_path_source_and_shared_cache(potential, cu_cell, tmp_path):
     assert cu_cell.get_potential_energy() == pytest.approx(expected, rel=1e-12)
 
 
-def test_in_memory_model_is_not_modified(potential):
-    dtype = next(potential.parameters()).dtype
+def test_in_memory_model_is_snapshot_and_not_modified(potential, cu_cell):
+    model = copy.deepcopy(potential)
+    calc = MPNNCalculator(model, dtype="float64")
+    assert next(model.parameters()).dtype == torch.float32  # the user's object is untouched
+    assert next(model.parameters()).requires_grad
+    energy = calc.get_potential_energy(cu_cell)
+    with torch.no_grad():
+        model.scale.mul_(2.0)  # training the object later ...
+    calc.reset()
+    assert calc.get_potential_energy(cu_cell) == energy  # ... does not change the snapshot
+    assert MPNNCalculator(model, dtype="float64").get_potential_energy(cu_cell) != energy
+
+
+def test_isolated_atom_reference_cache_follows_weight_updates(potential, cu_cell):
     calc = MPNNCalculator(potential, dtype="float64")
-    assert next(potential.parameters()).dtype == dtype
-    same = MPNNCalculator(calc.potential, dtype="float64")
-    assert same.potential is calc.potential  # already float64 on cpu: used as is
+    before = calc.get_potential_energy(cu_cell)
+    frozen = calc.potential
+    with torch.no_grad():  # change a weight in place, as load_state_dict would
+        frozen.model.embedding.weight.add_(0.1)
+    calc.reset()
+    after = calc.get_potential_energy(cu_cell)
+    fresh = MPNNCalculator(frozen, dtype="float64").get_potential_energy(cu_cell)
+    assert after != before and after == pytest.approx(fresh, rel=1e-12)
 
 
 def test_device_and_dtype_validated(potential):

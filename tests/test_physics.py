@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ase_mpnn import testing
+from ase_mpnn import MPNNCalculator, testing
 from ase_mpnn.testing import rattled_triclinic_cell, small_molecule
 
 from .conftest import SPECIES, make_potential
@@ -75,15 +75,14 @@ def test_kit_runs_end_to_end(tmp_path):
 
 def test_kit_catches_a_broken_model():
     """The kit must fail on a model whose forces are not the energy's gradient."""
-    potential = make_potential(n_features=16, n_interactions=1).double()
-    original = potential.forward
+    calc = MPNNCalculator(make_potential(n_features=16, n_interactions=1), dtype="float64")
+    original = calc.potential.forward
 
     def wrong_forces(graph, **kwargs):
         out = original(graph, **kwargs)
-        if "forces" in out:
-            out["forces"] = out["forces"] * 1.01
+        out["forces"] = out["forces"] * 1.01
         return out
 
-    potential.forward = wrong_forces
+    calc.potential.forward = wrong_forces
     with pytest.raises(AssertionError, match="finite differences"):
-        testing.check_forces_finite_difference(potential, rattled_triclinic_cell(SPECIES))
+        testing.check_forces_finite_difference(calc, rattled_triclinic_cell(SPECIES))
