@@ -78,7 +78,7 @@ def neighbor_list(
     if len(positions) == 0 or (len(positions) == 1 and not pbc.any()):
         empty = np.zeros(0, dtype=np.int64)
         return NeighborList(empty, empty, np.zeros((0, 3), np.int64), np.zeros(0))
-    box, origin = _search_box(positions, cell, pbc)
+    box, origin = (cell, np.zeros(3)) if pbc.all() else _search_box(positions, cell, pbc)
     i, j, shifts, d = _matscipy_neighbour_list(
         "ijSd", positions=positions, cell=box, pbc=pbc, cutoff=float(cutoff),
         cell_origin=origin,

@@ -114,6 +114,12 @@ class Potential(nn.Module):
             "atomic_energies", _per_species(atomic_energies or 0.0, n, "atomic_energies")
         )
 
+    def _apply(self, *args, **kwargs):
+        # .to()/.double()/.cuda() may swap tensors: forget what was cached about them
+        self.__dict__.pop("_model_tensors", None)
+        self.__dict__.pop("_isolated_cache", None)
+        return super()._apply(*args, **kwargs)
+
     @property
     def species(self) -> list[str]:
         """Element symbols covered, in the order of the species index."""
@@ -131,15 +137,18 @@ class Potential(nn.Module):
         frozen weights, keyed on their storage and version counters, so in-place updates
         (load_state_dict, optimiser steps) are never missed.
         """
-        tensors = list(self.model.parameters()) + list(self.model.buffers())
+        tensors = self.__dict__.get("_model_tensors")
+        if tensors is None:  # the module structure is fixed; only the values change
+            tensors = tuple(self.model.parameters()) + tuple(self.model.buffers())
+            self.__dict__["_model_tensors"] = tensors
         if any(t.requires_grad for t in tensors) and torch.is_grad_enabled():
             return self.model(isolated_atoms_graph(len(self.species), like))
         key = (like.dtype, like.device, tuple((t.data_ptr(), t._version) for t in tensors))
-        cached = getattr(self, "_isolated_cache", None)
+        cached = self.__dict__.get("_isolated_cache")
         if cached is None or cached[0] != key:
             with torch.no_grad():
                 cached = (key, self.model(isolated_atoms_graph(len(self.species), like)))
-            self._isolated_cache = cached
+            self.__dict__["_isolated_cache"] = cached
         return cached[1]
 
     def atomic_energies_of(self, graph: Graph) -> torch.Tensor:

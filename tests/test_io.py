@@ -130,3 +130,12 @@ def test_load_maps_to_cpu_and_requested_dtype(model_file, cu_cell):
     calc = MPNNCalculator(model_file, dtype="float64")
     cu_cell.calc = calc
     assert np.isfinite(cu_cell.get_potential_energy())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_saved_from_cuda_loads_on_cpu(potential, tmp_path):
+    import copy
+
+    on_gpu = copy.deepcopy(potential).to("cuda")
+    loaded = load_model(save_model(on_gpu, tmp_path / "gpu.mpnn"), device="cpu")
+    assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
