@@ -19,10 +19,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-def make_potential(seed: int = 0, **kwargs) -> Potential:
-    """A random SchNet over Cu/Ni whose forces have ~1 eV/A RMS on a rattled cell."""
+def make_potential(seed: int = 0, architecture: type = SchNet, **kwargs) -> Potential:
+    """A random model over Cu/Ni whose forces have ~1 eV/A RMS on a rattled cell."""
     torch.manual_seed(seed)
-    model = SchNet(species=SPECIES, cutoff=kwargs.pop("cutoff", 4.0), **kwargs)
+    model = architecture(species=SPECIES, cutoff=kwargs.pop("cutoff", 4.0), **kwargs)
     return scale_to_force_rms(Potential(model), rattled_triclinic_cell(SPECIES), 1.0)
 
 

@@ -139,3 +139,28 @@ def test_saved_from_cuda_loads_on_cpu(potential, tmp_path):
     on_gpu = copy.deepcopy(potential).to("cuda")
     loaded = load_model(save_model(on_gpu, tmp_path / "gpu.mpnn"), device="cpu")
     assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
+
+
+def test_file_from_the_core_release_gives_the_same_results():
+    """A model file written by the first layout of SchNet loads and reproduces its results."""
+    from pathlib import Path
+
+    from ase import Atoms
+
+    data = Path(__file__).parent / "data"
+    reference = json.loads((data / "schnet_core_v1.json").read_text())
+    atoms = Atoms(reference["symbols"], positions=reference["positions"],
+                  cell=reference["cell"], pbc=True)
+    atoms.calc = MPNNCalculator(data / "schnet_core_v1.mpnn", dtype="float64")
+    assert atoms.get_potential_energy() == pytest.approx(reference["energy"], abs=1e-10)
+    np.testing.assert_allclose(atoms.get_forces(), reference["forces"], atol=1e-10)
+    np.testing.assert_allclose(atoms.get_stress(), reference["stress"], atol=1e-12)
+
+
+def test_saved_file_has_normal_permissions(model_file):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(model_file.stat().st_mode) == 0o666 & ~umask

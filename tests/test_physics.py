@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from ase_mpnn import MPNNCalculator, testing
+from ase_mpnn.models import CGCNN, MPNN
 from ase_mpnn.testing import rattled_triclinic_cell, small_molecule
 
 from .conftest import SPECIES, make_potential
+
+SMALL = dict(n_features=16, n_layers=2)
 
 #: every architecture and preset, built small and physically scaled
 ARCHITECTURES = {
@@ -15,6 +18,18 @@ ARCHITECTURES = {
     "SchNet-polynomial-bessel": lambda: make_potential(
         n_features=32, n_interactions=2, envelope="polynomial", radial_basis="bessel",
         activation="silu"),
+    "CGCNN": lambda: make_potential(architecture=CGCNN, **SMALL),
+    "MPNN-mlp-mean-gru": lambda: make_potential(
+        architecture=MPNN, message="mlp", aggregation="mean", update="gru", **SMALL),
+    "MPNN-linear-smoothmax-gcn": lambda: make_potential(
+        architecture=MPNN, message="linear", aggregation="smoothmax", update="gcn",
+        activation="tanh", **SMALL),
+    "MPNN-gated-attention-mlp-edges": lambda: make_potential(
+        architecture=MPNN, message="gated", aggregation="attention", update="mlp",
+        edge_updates=True, **SMALL),
+    "MPNN-filter-pna-residual": lambda: make_potential(
+        architecture=MPNN, message="filter", aggregation="pna", update="residual",
+        envelope="polynomial", **SMALL),
 }
 
 

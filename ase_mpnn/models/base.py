@@ -29,6 +29,14 @@ def architecture_class(name: str) -> type["AtomisticModel"]:
     return ARCHITECTURES[name]
 
 
+def check_positive_ints(**values: Any) -> None:
+    """Raise ValueError naming the first argument that is not a positive integer."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
+                or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 class AtomisticModel(nn.Module):
     """Base class: a graph in, one unscaled energy per atom out.
 

@@ -1,0 +1,256 @@
+"""The generic invariant message-passing network: one point per choice on five axes.
+
+The seed chapter's claim is that SchNet, CGCNN, MEGNet and their relatives differ only in
+their message function, aggregation, update, edge updates and readout. ``MPNN`` makes each
+axis a constructor argument:
+
+=============  ================================================================================
+axis           options
+=============  ================================================================================
+message        "linear"  u(r) W h_u                              (graph convolution, Kipf & Welling)
+               "mlp"     MLP([h_v; h_u; e_uv])                    (Gilmer et al. 2017)
+               "filter"  W h_u * Filter(e_uv)                     (SchNet's continuous filter)
+               "gated"   sigma(W_f z) * softplus(W_s z), z=[h_v;h_u;e_uv]   (CGCNN)
+aggregation    "sum", "mean", "smoothmax", "attention", "pna"   (ase_mpnn.nn.message_passing)
+update         "residual" h + MLP(m)            (SchNet)
+               "gcn"      act(W h + m)          (graph convolution)
+               "cgcnn"    softplus(h + m)       (CGCNN, without batch norm)
+               "gru"      GRUCell(m, h)         (gated graph networks, Gilmer's MPNN)
+               "mlp"      MLP([h; m])
+edge updates   False, or True: e_uv <- e_uv + MLP([h_v; h_u; e_uv]) each layer (MEGNet, ALIGNN)
+readout        per-atom MLP to one energy; the potential sums atoms (extensive by construction)
+=============  ================================================================================
+
+Edge features start as a radial basis of the distance. Every message is weighted by the
+cutoff envelope u(r) inside the aggregation, so the energy is continuously differentiable
+as atoms cross the cutoff, whatever the choices.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .. import keys
+from ..nn import make_envelope, make_radial_basis, mlp
+from ..nn.message_passing import make_aggregation
+from .base import AtomisticModel, check_positive_ints, register_architecture
+
+MESSAGES = ("linear", "mlp", "filter", "gated")
+UPDATES = ("residual", "gcn", "cgcnn", "gru", "mlp")
+
+
+class LinearMessage(nn.Module):
+    """m_uv = W h_u: the graph convolution's message, blind to distance but for u(r)."""
+
+    def __init__(self, n_features: int, n_edge: int, width: int, activation: str):
+        super().__init__()
+        self.linear = nn.Linear(n_features, width, bias=False)
+
+    def forward(self, h, edges, centers, neighbors):
+        return self.linear(h).index_select(0, neighbors)  # project first: n_atoms rows, not n_edges
+
+
+class MLPMessage(nn.Module):
+    """m_uv = MLP([h_v; h_u; e_uv])."""
+
+    def __init__(self, n_features: int, n_edge: int, width: int, activation: str):
+        super().__init__()
+        self.net = mlp([2 * n_features + n_edge, width, width], activation)
+
+    def forward(self, h, edges, centers, neighbors):
+        z = torch.cat([h.index_select(0, centers), h.index_select(0, neighbors), edges], dim=-1)
+        return self.net(z)
+
+
+class FilterMessage(nn.Module):
+    """m_uv = in2f(h_u) * filter_net(e_uv): SchNet's continuous-filter convolution."""
+
+    def __init__(self, n_features: int, n_edge: int, width: int, activation: str):
+        super().__init__()
+        self.in2f = nn.Linear(n_features, width, bias=False)
+        self.filter_net = mlp([n_edge, width, width], activation)
+
+    def forward(self, h, edges, centers, neighbors):
+        return self.in2f(h).index_select(0, neighbors) * self.filter_net(edges)
+
+
+class GatedMessage(nn.Module):
+    """m_uv = sigmoid(W_f z + b_f) * softplus(W_s z + b_s), z = [h_v; h_u; e_uv] (CGCNN)."""
+
+    def __init__(self, n_features: int, n_edge: int, width: int, activation: str):
+        super().__init__()
+        self.linear = nn.Linear(2 * n_features + n_edge, 2 * width)  # W_f and W_s stacked
+
+    def forward(self, h, edges, centers, neighbors):
+        z = torch.cat([h.index_select(0, centers), h.index_select(0, neighbors), edges], dim=-1)
+        gate, core = self.linear(z).chunk(2, dim=-1)
+        return torch.sigmoid(gate) * nn.functional.softplus(core)
+
+
+class ResidualUpdate(nn.Module):
+    """h' = h + f2out(m)."""
+
+    def __init__(self, n_features: int, width: int, activation: str):
+        super().__init__()
+        self.f2out = mlp([width, n_features, n_features], activation)
+
+    def forward(self, h, m):
+        return h + self.f2out(m)
+
+
+class GCNUpdate(nn.Module):
+    """h' = act(W h + V m): the chapter's U(h_v, m_v) = sigma(W' h_v + m_v)."""
+
+    def __init__(self, n_features: int, width: int, activation: str):
+        super().__init__()
+        from ..nn import make_activation
+
+        self.self_linear = nn.Linear(n_features, n_features)
+        self.message_linear = nn.Linear(width, n_features, bias=False)
+        self.act = make_activation(activation)
+
+    def forward(self, h, m):
+        return self.act(self.self_linear(h) + self.message_linear(m))
+
+
+class CGCNNUpdate(nn.Module):
+    """h' = softplus(h + V m) (Xie & Grossman 2018; batch norm left out: it would make an
+    atom's energy depend on the other structures in a batch)."""
+
+    def __init__(self, n_features: int, width: int, activation: str):
+        super().__init__()
+        self.message_linear = nn.Identity() if width == n_features else nn.Linear(width, n_features)
+
+    def forward(self, h, m):
+        return nn.functional.softplus(h + self.message_linear(m))
+
+
+class GRUUpdate(nn.Module):
+    """h' = GRUCell(m, h): gated recurrent update."""
+
+    def __init__(self, n_features: int, width: int, activation: str):
+        super().__init__()
+        self.cell = nn.GRUCell(width, n_features)
+
+    def forward(self, h, m):
+        return self.cell(m, h)
+
+
+class MLPUpdate(nn.Module):
+    """h' = MLP([h; m])."""
+
+    def __init__(self, n_features: int, width: int, activation: str):
+        super().__init__()
+        self.net = mlp([n_features + width, n_features, n_features], activation)
+
+    def forward(self, h, m):
+        return self.net(torch.cat([h, m], dim=-1))
+
+
+_MESSAGE_CLASSES = dict(zip(MESSAGES, (LinearMessage, MLPMessage, FilterMessage, GatedMessage)))
+_UPDATE_CLASSES = dict(zip(UPDATES, (ResidualUpdate, GCNUpdate, CGCNNUpdate, GRUUpdate, MLPUpdate)))
+
+
+def _choice(axis: str, value: str, options: Sequence[str]) -> str:
+    if value not in options:
+        raise ValueError(f"unknown {axis} {value!r}; choose one of {', '.join(options)}")
+    return value
+
+
+class MessagePassingLayer(nn.Module):
+    """One layer: messages, smooth aggregation, update, and optionally an edge update."""
+
+    def __init__(self, n_features: int, n_edge: int, width: int, message: str,
+                 aggregation: str, update: str, edge_updates: bool, activation: str):
+        super().__init__()
+        self.message = _MESSAGE_CLASSES[message](n_features, n_edge, width, activation)
+        self.aggregate = make_aggregation(aggregation, width)
+        aggregated = width * self.aggregate.out_factor
+        self.update = _UPDATE_CLASSES[update](n_features, aggregated, activation)
+        self.edge_update = (mlp([2 * n_features + n_edge, n_edge, n_edge], activation)
+                            if edge_updates else None)
+
+    def forward(self, h, edges, weight, centers, neighbors):
+        """h (n_atoms, F), edges (n_edges, n_edge), weight (n_edges,) -> (h', edges')."""
+        messages = self.message(h, edges, centers, neighbors)
+        h_new = self.update(h, self.aggregate(messages, weight, centers, h.shape[0]))
+        if self.edge_update is not None:
+            z = torch.cat([h.index_select(0, centers), h.index_select(0, neighbors), edges], -1)
+            edges = edges + self.edge_update(z)
+        return h_new, edges
+
+
+@register_architecture
+class MPNN(AtomisticModel):
+    """A message-passing potential configured along the five design axes (see module doc).
+
+    Args:
+        species: element symbols, e.g. ["Cu", "Ni"].
+        cutoff: neighbour cutoff radius, Angstrom.
+        n_features: width F of the atom features.
+        n_layers: number of message-passing layers T (receptive field T * cutoff).
+        message, aggregation, update, edge_updates: the design axes (see module doc).
+        message_width: width of messages (default n_features).
+        n_basis: radial basis functions forming the initial edge features.
+        radial_basis: "gaussian" or "bessel".
+        envelope: "cosine" or "polynomial" cutoff envelope.
+        activation: "ssp", "silu" or "tanh" (smooth activations only).
+    """
+
+    architecture = "MPNN"
+
+    def __init__(
+        self,
+        species: Sequence[str],
+        cutoff: float = 5.0,
+        n_features: int = 64,
+        n_layers: int = 3,
+        message: str = "filter",
+        aggregation: str = "sum",
+        update: str = "residual",
+        edge_updates: bool = False,
+        message_width: int | None = None,
+        n_basis: int = 20,
+        radial_basis: str = "gaussian",
+        envelope: str = "cosine",
+        activation: str = "ssp",
+    ):
+        super().__init__(species, cutoff)
+        message_width = message_width or n_features
+        check_positive_ints(n_features=n_features, n_layers=n_layers,
+                            message_width=message_width, n_basis=n_basis)
+        _choice("message", message, MESSAGES)
+        _choice("update", update, UPDATES)
+        make_aggregation(aggregation, message_width)  # validates, with the reason for "max"
+        self.hyperparameters = dict(
+            n_features=n_features, n_layers=n_layers, message=message, aggregation=aggregation,
+            update=update, edge_updates=bool(edge_updates), message_width=message_width,
+            n_basis=n_basis, radial_basis=radial_basis, envelope=envelope, activation=activation,
+        )
+        self._build(n_features, n_layers, message, aggregation, update, bool(edge_updates),
+                    message_width, n_basis, radial_basis, envelope, activation)
+
+    def _build(self, n_features, n_layers, message, aggregation, update, edge_updates,
+               message_width, n_basis, radial_basis, envelope, activation) -> None:
+        self.embedding = nn.Embedding(len(self.species), n_features)
+        self.radial_basis = make_radial_basis(radial_basis, n_basis, self.cutoff)
+        self.envelope = make_envelope(envelope, self.cutoff)
+        self.interactions = nn.ModuleList(
+            MessagePassingLayer(n_features, n_basis, message_width, message, aggregation,
+                                update, edge_updates, activation)
+            for _ in range(n_layers)
+        )
+        self.readout = mlp([n_features, n_features // 2 or 1, 1], activation)
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-atom energies (n_atoms,), before the potential's scale and shift."""
+        r = graph[keys.EDGE_LENGTHS]
+        centers, neighbors = graph[keys.EDGE_INDEX]
+        edges, weight = self.radial_basis(r), self.envelope(r)
+        h = self.embedding(graph[keys.SPECIES])
+        for layer in self.interactions:
+            h, edges = layer(h, edges, weight, centers, neighbors)
+        return self.readout(h).squeeze(-1)
