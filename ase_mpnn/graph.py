@@ -98,9 +98,15 @@ def check_min_distance(nl: NeighborList, min_distance: float) -> None:
         )
 
 
-def _structure_arrays(
-    atoms: Atoms, cutoff: float, species: Sequence[str], min_distance: float
+def structure_arrays(
+    atoms: Atoms, cutoff: float, species: Sequence[str], min_distance: float = MIN_DISTANCE
 ) -> dict[str, np.ndarray]:
+    """One structure's checked inputs and neighbour list as numpy arrays (see ``collate``).
+
+    Keep these to re-batch the same structures many times (training) without rebuilding
+    neighbour lists.
+    """
+    atoms = to_atoms(atoms)
     positions = np.asarray(atoms.positions, dtype=np.float64)
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
     pbc = np.asarray(atoms.pbc, dtype=bool)
@@ -111,11 +117,11 @@ def _structure_arrays(
     return {
         "numbers": np.asarray(atoms.numbers, dtype=np.int64),
         "species": kinds,
-        "positions": positions,
+        "positions": positions.reshape(-1, 3),
         "cell": cell,
         "pbc": pbc,
         "edges": np.stack([nl.centers, nl.neighbors]),
-        "shifts": nl.shifts,
+        "shifts": nl.shifts.reshape(-1, 3),
     }
 
 
@@ -143,27 +149,36 @@ def build_graph(
     """
     if _is_single_structure(structures):
         structures = [structures]
-    parts = [_structure_arrays(to_atoms(s), cutoff, species, min_distance) for s in structures]
+    parts = [structure_arrays(s, cutoff, species, min_distance) for s in structures]
+    return collate(parts, dtype=dtype, device=device)
+
+
+def collate(
+    parts: Sequence[dict[str, np.ndarray]],
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> Graph:
+    """Concatenate structures (from ``structure_arrays``) into one batched graph."""
+    if not len(parts):
+        raise ValueError("cannot build a graph from an empty list of structures")
     counts = np.array([len(p["species"]) for p in parts], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    edges = np.concatenate(
-        [p["edges"] + off for p, off in zip(parts, offsets)] or [np.zeros((2, 0))], axis=1
-    )
+    edges = np.concatenate([p["edges"] + off for p, off in zip(parts, offsets)], axis=1)
 
-    def cat(name: str, width: tuple[int, ...] = ()) -> np.ndarray:
-        arrays = [p[name] for p in parts]
-        return np.concatenate(arrays) if arrays else np.zeros((0, *width))
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([p[name] for p in parts])
 
     float_kw = {"dtype": dtype, "device": device}
     int_kw = {"dtype": torch.int64, "device": device}
     return {
         keys.ATOMIC_NUMBERS: torch.as_tensor(cat("numbers"), **int_kw),
         keys.SPECIES: torch.as_tensor(cat("species"), **int_kw),
-        keys.POSITIONS: torch.as_tensor(cat("positions", (3,)).reshape(-1, 3), **float_kw),
+        keys.POSITIONS: torch.as_tensor(cat("positions").reshape(-1, 3), **float_kw),
         keys.CELL: torch.as_tensor(np.stack([p["cell"] for p in parts]), **float_kw),
         keys.PBC: torch.as_tensor(np.stack([p["pbc"] for p in parts]), device=device),
         keys.EDGE_INDEX: torch.as_tensor(edges, **int_kw),
-        keys.CELL_SHIFTS: torch.as_tensor(cat("shifts", (3,)).reshape(-1, 3), **float_kw),
+        keys.CELL_SHIFTS: torch.as_tensor(cat("shifts").reshape(-1, 3), **float_kw),
         keys.BATCH: torch.repeat_interleave(torch.arange(len(parts), device=device),
                                             torch.as_tensor(counts, device=device)),
         keys.N_ATOMS: torch.as_tensor(counts, **int_kw),

@@ -1,0 +1,118 @@
+"""Errors of a potential on labelled structures: MAE/RMSE tables, predictions, parity plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import keys
+from .data import GraphCache
+from .potential import Potential
+
+
+def predict(potential: Potential, cache: GraphCache, batch_size: int, dtype: torch.dtype,
+            device: str | torch.device = "cpu") -> list[dict[str, np.ndarray | float]]:
+    """Energy (eV), forces (eV/A) and, for periodic cells, stress (3x3, eV/A^3) per sample."""
+    was_training = potential.training
+    potential.eval()
+    results = []
+    for k in range(0, len(cache), batch_size):
+        indices = list(range(k, min(k + batch_size, len(cache))))
+        graph, _ = cache.batch(indices, dtype, device)
+        out = potential(graph, forces=True, stress=bool(graph[keys.PBC].all(dim=1).any()))
+        offsets = np.cumsum([0] + [len(cache.samples[i].atoms) for i in indices])
+        for j, i in enumerate(indices):
+            row = {"energy": float(out[keys.ENERGY][j].detach()),
+                   "forces": out[keys.FORCES][offsets[j]:offsets[j + 1]].detach().cpu().double().numpy()}
+            if keys.STRESS in out and cache.samples[i].atoms.pbc.all():
+                row["stress"] = out[keys.STRESS][j].detach().cpu().double().numpy()
+            results.append(row)
+    potential.train(was_training)
+    return results
+
+
+def _mae_rmse(errors: list[np.ndarray]) -> tuple[float, float]:
+    flat = np.concatenate([np.ravel(e) for e in errors]) if errors else np.zeros(0)
+    if not len(flat):
+        return float("nan"), float("nan")
+    return float(np.abs(flat).mean()), float(np.sqrt((flat**2).mean()))
+
+
+def evaluate(potential: Potential, cache: GraphCache, batch_size: int = 8,
+             dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+             keep_predictions: bool = False) -> dict[str, Any]:
+    """MAE and RMSE of energy per atom (eV/atom), forces (eV/A, also per element), stress (eV/A^3)."""
+    predictions = predict(potential, cache, batch_size, dtype, device)
+    samples = cache.samples
+    metrics: dict[str, Any] = {"n_structures": len(samples)}
+    energy = [np.array((p["energy"] - s.energy) / len(s.atoms)) for p, s in zip(predictions, samples)]
+    metrics["energy_mae"], metrics["energy_rmse"] = _mae_rmse(energy)
+    with_forces = [(p, s) for p, s in zip(predictions, samples) if s.forces is not None]
+    if with_forces:
+        metrics["forces_mae"], metrics["forces_rmse"] = _mae_rmse(
+            [p["forces"] - s.forces for p, s in with_forces])
+        for symbol in sorted({x for _, s in with_forces for x in s.atoms.get_chemical_symbols()}):
+            errors = [(p["forces"] - s.forces)[s.atoms.symbols == symbol] for p, s in with_forces]
+            metrics[f"forces_mae_{symbol}"], metrics[f"forces_rmse_{symbol}"] = _mae_rmse(errors)
+    stress = [p["stress"] - s.stress for p, s in zip(predictions, samples)
+              if s.stress is not None and "stress" in p]
+    if stress:
+        metrics["stress_mae"], metrics["stress_rmse"] = _mae_rmse(stress)
+    if keep_predictions:
+        metrics["predictions"] = list(zip(predictions, samples))
+    return metrics
+
+
+def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
+    """A small table in meV/atom, meV/A and meV/A^3."""
+    rows = [f"{title} ({metrics['n_structures']} structures)" if title else ""]
+    units = {"energy": "meV/atom", "forces": "meV/A", "stress": "meV/A^3"}
+    for name, value in metrics.items():
+        if not name.endswith("_mae"):
+            continue
+        base = name[:-4]
+        kind = base.split("_")[0]
+        rows.append(f"  {base:14s} MAE {1e3 * value:10.3f}  RMSE {1e3 * metrics[base + '_rmse']:10.3f}"
+                    f"  {units.get(kind, '')}")
+    for name, value in metrics.items():
+        if "_mae_" in name:
+            base = name.replace("_mae", "")
+            rows.append(f"  {base:14s} MAE {1e3 * value:10.3f}  RMSE "
+                        f"{1e3 * metrics[name.replace('_mae_', '_rmse_')]:10.3f}  meV/A")
+    return "\n".join(r for r in rows if r)
+
+
+def parity_plots(pairs: list, out: str | Path, title: str = "") -> list[Path]:
+    """Predicted vs reference energy per atom and force components; returns the PNG paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    energy_ref = [s.energy / len(s.atoms) for _, s in pairs]
+    energy_pred = [p["energy"] / len(s.atoms) for p, s in pairs]
+    force_ref = np.concatenate([s.forces.ravel() for _, s in pairs if s.forces is not None] or [[]])
+    force_pred = np.concatenate([p["forces"].ravel() for p, s in pairs if s.forces is not None] or [[]])
+    paths = []
+    for name, ref, pred, unit in [("energy", energy_ref, energy_pred, "eV/atom"),
+                                  ("forces", force_ref, force_pred, "eV/A")]:
+        if not len(ref):
+            continue
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.scatter(ref, pred, s=6, alpha=0.6)
+        lo, hi = float(np.min([np.min(ref), np.min(pred)])), float(np.max([np.max(ref), np.max(pred)]))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        mae = np.mean(np.abs(np.asarray(pred) - np.asarray(ref)))
+        ax.set_xlabel(f"reference {name} ({unit})")
+        ax.set_ylabel(f"predicted {name} ({unit})")
+        ax.set_title(f"{title}\nMAE {1e3 * mae:.2f} m{unit}")
+        fig.tight_layout()
+        path = out / f"parity_{name}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths

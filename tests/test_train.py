@@ -1,0 +1,128 @@
+"""Data reading, statistics and the training loop (tiny runs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+from ase.io import write
+
+from ase_mpnn import UnknownElementError, load_model
+from ase_mpnn.cli import main
+from ase_mpnn.data import DataError, GraphCache, Sample, fit_atomic_energies, read_samples
+from ase_mpnn.reference import emt_dataset
+from ase_mpnn.train import TrainConfig, train
+
+TINY = {"n_features": 8, "n_interactions": 2, "n_basis": 8}
+
+
+@pytest.fixture(scope="module")
+def emt_file(tmp_path_factory):
+    return emt_dataset(["Cu", "Ni"], 24, tmp_path_factory.mktemp("data") / "cuni.extxyz",
+                       seed=1, progress=False)
+
+
+def test_emt_data_has_reference_labels(emt_file):
+    samples = read_samples(emt_file)
+    assert len(samples) == 24
+    assert all(s.forces.shape == (len(s.atoms), 3) for s in samples)
+    assert any(s.stress is not None for s in samples)
+    assert {x for s in samples for x in s.atoms.get_chemical_symbols()} == {"Cu", "Ni"}
+
+
+def test_e0_fit_recovers_per_element_constants():
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(30):
+        n_cu, n_ni = rng.integers(0, 8, size=2) + 1
+        atoms = Atoms(["Cu"] * n_cu + ["Ni"] * n_ni)
+        energy = -3.25 * n_cu - 5.5 * n_ni + rng.normal(scale=1e-3)
+        samples.append(Sample(atoms, energy, None, None, "synthetic"))
+    e0 = fit_atomic_energies(samples, ["Cu", "Ni"])
+    assert e0["Cu"] == pytest.approx(-3.25, abs=2e-3) and e0["Ni"] == pytest.approx(-5.5, abs=2e-3)
+
+
+def _frame(**arrays):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.info["REF_energy"] = -1.0
+    for name, value in arrays.items():
+        atoms.arrays[name] = value
+    return atoms
+
+
+def test_missing_forces_names_file_frame_and_key(tmp_path):
+    path = tmp_path / "bad.extxyz"
+    write(path, [_frame(REF_forces=np.zeros((4, 3))), _frame()])
+    with pytest.raises(DataError, match=r"bad.extxyz:1: no forces .*'REF_forces'"):
+        read_samples(path)
+
+
+def test_wrong_force_shape(tmp_path):
+    path = tmp_path / "bad.extxyz"
+    write(path, [_frame(REF_forces=np.zeros((4, 2)))])
+    with pytest.raises(DataError, match=r"shape \(4, 2\), expected \(4, 3\)"):
+        read_samples(path)
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        read_samples(tmp_path / "none.extxyz")
+    (tmp_path / "junk.extxyz").write_text("this is not\nan xyz file\n")
+    with pytest.raises(DataError, match="cannot read"):
+        read_samples(tmp_path / "junk.extxyz")
+
+
+def test_unknown_element_names_the_frame(emt_file):
+    samples = read_samples(emt_file)
+    with pytest.raises(UnknownElementError, match=r"cuni.extxyz:0: .*Ni"):
+        GraphCache(samples, 4.0, ["Cu"])
+
+
+def test_loss_goes_down_on_a_tiny_dataset(emt_file, tmp_path):
+    config = TrainConfig(data=str(emt_file), valid_fraction=0.25, test_fraction=0.0,
+                         hyperparameters=TINY, cutoff=4.0, epochs=25, batch_size=4, lr=5e-3,
+                         output=str(tmp_path / "run"), progress=False)
+    summary = train(config)
+    history = np.loadtxt(tmp_path / "run" / "metrics.csv", delimiter=",", skiprows=1)
+    train_loss = history[:, 1]
+    assert train_loss[-1] < 0.2 * train_loss[0]
+    assert summary["epochs"] == 25
+    for name in ("best.mpnn", "checkpoint.pt", "learning_curve.png"):
+        assert (tmp_path / "run" / name).exists()
+
+
+def test_resume_equals_straight_run(emt_file, tmp_path):
+    common = dict(data=str(emt_file), hyperparameters=TINY, cutoff=4.0, batch_size=4,
+                  dtype="float64", progress=False, ema_decay=0.9)
+    train(TrainConfig(**common, epochs=4, output=str(tmp_path / "straight")))
+    train(TrainConfig(**common, epochs=2, output=str(tmp_path / "split")))
+    train(TrainConfig(**common, epochs=4, output=str(tmp_path / "split"), resume=True))
+    straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert resumed["epoch"] == straight["epoch"] == 4
+    for part in ("model", "ema"):
+        for key, value in straight[part].items():
+            torch.testing.assert_close(resumed[part][key], value, rtol=0, atol=1e-6)
+    a = [row["valid_loss"] for row in straight["history"]]
+    b = [row["valid_loss"] for row in resumed["history"]]
+    assert np.allclose(a, b, rtol=1e-6)
+
+
+def test_cli_train_then_eval(emt_file, tmp_path, capsys):
+    config = tmp_path / "train.yaml"
+    config.write_text(f"data: {emt_file}\ncutoff: 4.0\nbatch_size: 6\nprogress: false\n"
+                      "hyperparameters: {n_features: 8, n_interactions: 1, n_basis: 8}\n")
+    assert main(["train", str(config), "--epochs", "2", "--output", str(tmp_path / "cli")]) == 0
+    model = tmp_path / "cli" / "best.mpnn"
+    assert load_model(model).species == ["Ni", "Cu"]  # by atomic number
+    assert main(["eval", str(model), str(emt_file), "--out", str(tmp_path / "eval")]) == 0
+    assert "forces" in capsys.readouterr().out
+    assert (tmp_path / "eval" / "predictions.extxyz").exists()
+    assert (tmp_path / "eval" / "parity_forces.png").exists()
+
+
+def test_unknown_option_is_listed():
+    with pytest.raises(ValueError, match="unknown training option.*learning_rate"):
+        TrainConfig.from_dict({"learning_rate": 1.0})
