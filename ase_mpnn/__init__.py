@@ -16,6 +16,7 @@ from .errors import (
 from .graph import build_graph
 from .io import load_model, read_manifest, save_model
 from .potential import Potential
+from .pretrained import list_models
 
 __all__ = [
     "ASEMPNNError",
@@ -27,6 +28,7 @@ __all__ = [
     "UnknownElementError",
     "__version__",
     "build_graph",
+    "list_models",
     "load_model",
     "read_manifest",
     "save_model",

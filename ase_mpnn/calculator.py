@@ -72,18 +72,27 @@ def cached_potential(data: bytes, source: str, device: torch.device, dtype: torc
 
 
 def model_file_path(name_or_path: str | os.PathLike) -> Path:
-    """The file behind a model name or path, or a ModelFileError saying what was looked for."""
+    """The file behind a built-in model name or a path; a ModelFileError lists the names."""
+    from .pretrained import list_models, model_path
+
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path.resolve()
-    raise ModelFileError(f"no model file {str(name_or_path)!r} (looked for it as a path)")
+    builtin = model_path(str(name_or_path))
+    if builtin is not None:
+        return builtin
+    raise ModelFileError(
+        f"no model file {str(name_or_path)!r} and no built-in model of that name; "
+        f"built-in models: {', '.join(list_models()) or 'none'}"
+    )
 
 
 class MPNNCalculator(Calculator):
     """ASE calculator for message-passing neural-network potentials.
 
     Args:
-        model: a model file path, model-file bytes, or an in-memory AtomisticModel/Potential.
+        model: a built-in model name (``ase_mpnn.list_models()``), a model file path,
+            model-file bytes, or an in-memory AtomisticModel/Potential.
             The calculator works on a frozen snapshot of an in-memory model's weights taken
             here (later training of the object does not change it), as when pickled.
         device: "auto" (CUDA if available), "cpu" or "cuda[:n]".

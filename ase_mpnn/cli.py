@@ -20,9 +20,32 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from .calculator import model_file_path
     from .io import read_manifest
 
-    print(json.dumps(read_manifest(args.model), indent=2, sort_keys=True))
+    print(json.dumps(read_manifest(model_file_path(args.model)), indent=2, sort_keys=True))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .io import read_manifest
+    from .pretrained import list_models, model_path
+
+    names = list_models()
+    if not names:
+        print("no built-in models in this installation")
+        return 0
+    print(f"{'name':22s}{'architecture':>13s}{'params':>9s}{'E MAE meV/at':>14s}"
+          f"{'F MAE meV/A':>13s}{'S MAE meV/A3':>14s}")
+    for name in names:
+        manifest = read_manifest(model_path(name))
+        test = manifest.get("test_metrics", {})
+
+        def milli(key: str) -> str:
+            return f"{1e3 * test[key]:.2f}" if key in test else "-"
+
+        print(f"{name:22s}{manifest['architecture']:>13s}{manifest['n_parameters']:>9d}"
+              f"{milli('energy_mae'):>14s}{milli('forces_mae'):>13s}{milli('stress_mae'):>14s}")
     return 0
 
 
@@ -129,8 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     info = commands.add_parser("info", help="print a model file's manifest")
-    info.add_argument("model", help="path of a .mpnn model file")
+    info.add_argument("model", help="path of a .mpnn model file or a built-in model's name")
     info.set_defaults(func=_info)
+
+    models = commands.add_parser("models", help="list the built-in models and their test errors")
+    models.set_defaults(func=_models)
 
     new = commands.add_parser("new", help="write a model file with random weights")
     new.add_argument("architecture", help="architecture name, e.g. SchNet")

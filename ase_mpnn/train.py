@@ -66,6 +66,7 @@ class TrainConfig:
     dtype: str = "float32"
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None  # torch CPU threads (default: torch's choice)
     output: str = "training"
     resume: bool = False
     progress: bool = True
@@ -152,6 +153,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     dtype = getattr(torch, config.dtype)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     train_samples, valid_samples, test_samples = _load_splits(config)
     potential = build_potential(config, train_samples).to(device=config.device, dtype=dtype)
@@ -164,7 +167,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         optimizer, factor=config.scheduler_factor, patience=config.scheduler_patience)
     ema = EMA(potential, config.ema_decay)
     shuffle = torch.Generator().manual_seed(config.seed)
-    state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "history": []}
+    state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "history": [], "seconds": 0.0}
     checkpoint = out / "checkpoint.pt"
     if config.resume and checkpoint.exists():
         saved = torch.load(checkpoint, weights_only=True)
@@ -174,7 +177,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         scheduler.load_state_dict(saved["scheduler"])
         shuffle.set_state(saved["shuffle"])
         torch.set_rng_state(saved["torch_rng"])
-        state = {k: saved[k] for k in state}
+        state = {k: saved.get(k, v) for k, v in state.items()}
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
     def snapshot() -> dict:
@@ -182,7 +185,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state(), **state}
 
-    start = time.perf_counter()
+    start, seconds_before = time.perf_counter(), state["seconds"]
     bar = tqdm(range(state["epoch"], config.epochs), desc="training", unit="epoch",
                disable=not config.progress, initial=state["epoch"], total=config.epochs)
     try:
@@ -204,6 +207,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                           + config.forces_weight * metrics.get("forces_rmse", 0.0) ** 2)
             scheduler.step(valid_loss)
             state["epoch"] = epoch + 1
+            state["seconds"] = seconds_before + time.perf_counter() - start
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "valid_loss": valid_loss,
                    "lr": optimizer.param_groups[0]["lr"],
                    **{f"valid_{k}": v for k, v in metrics.items() if isinstance(v, float)}}
@@ -240,6 +244,7 @@ def _finish(config: TrainConfig, out: Path, caches: dict, dtype: torch.dtype, st
 
     best = load_model(out / "best.mpnn", device=config.device, dtype=dtype)
     summary = {"epochs": state["epoch"], "best_valid_loss": state["best"],
+               "training_minutes": round(state["seconds"] / 60, 2),
                "n_parameters": sum(p.numel() for p in best.parameters())}
     if "test" in caches:
         metrics = evaluate(best, caches["test"], config.batch_size, dtype, config.device,

@@ -22,7 +22,7 @@ def test_new_then_info(tmp_path, capsys):
 
 def test_errors_are_one_clear_line(tmp_path, capsys):
     assert main(["info", str(tmp_path / "missing.mpnn")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no model file" in capsys.readouterr().err
     assert main(["new", "Nope", "--species", "Cu", "-o", str(tmp_path / "x.mpnn")]) == 2
     assert "SchNet" in capsys.readouterr().err
 

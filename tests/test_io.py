@@ -70,7 +70,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ModelFileError, match="does not exist"):
+    with pytest.raises(ModelFileError, match="no model file .*nope.mpnn.*built-in models"):
         load_model(tmp_path / "nope.mpnn")
     with pytest.raises(ModelFileError, match="nope.mpnn"):
         MPNNCalculator(tmp_path / "nope.mpnn")
