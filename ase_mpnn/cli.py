@@ -14,8 +14,8 @@ from .errors import ASEMPNNError
 def _demo(args: argparse.Namespace) -> int:
     from .demo import print_summary, run_demo
 
-    print_summary(run_demo(args.out, md_steps=args.md_steps, seed=args.seed))
-    print(f"files written to {args.out}/ (model, relax.traj, md.traj, md_energy.png, summary.json)")
+    print_summary(run_demo(args.out, model=args.model, md_steps=args.md_steps, seed=args.seed))
+    print(f"files written to {args.out}/ (relax.traj, md.traj, md_energy.png, summary.json)")
     return 0
 
 
@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ase-mpnn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="relax and run MD on a small Cu cell")
+    demo = commands.add_parser("demo", help="relax a Cu-Ni cell, run MD, compare with EMT")
+    demo.add_argument("--model", help="model name or file (default: the best built-in EMT model)")
     demo.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
     demo.add_argument("--md-steps", type=int, default=200, help="NVE steps of 1 fs")
     demo.add_argument("--seed", type=int, default=0)
