@@ -30,11 +30,12 @@ def recipe_path(name: str) -> Path:
     return HERE / f"{name}.yaml"
 
 
-def publish(run_dir: str | Path, name: str, data_command: str) -> Path:
+def publish(run_dir: str | Path, name: str, data_recipe: dict[str, Any]) -> Path:
     """Copy a finished training run's best model into this folder as a built-in model.
 
     Adds to the manifest: the name, the test-set metrics and training time from the run's
-    summary.json, the recipe (config.json) and the command that made the data.
+    summary.json, the recipe (config.json) and ``data_recipe``, the keyword arguments of
+    ``ase_mpnn.reference.emt_dataset`` that made the data (elements, n, seed).
     """
     from ..io import load_model, save_model
 
@@ -48,6 +49,6 @@ def publish(run_dir: str | Path, name: str, data_command: str) -> Path:
         "training": {"epochs": summary["epochs"],
                      "minutes": summary.get("training_minutes"),
                      "config": {k: v for k, v in config.items() if k not in ("progress", "resume")},
-                     "data_command": data_command},
+                     "data_recipe": data_recipe},
     }
     return save_model(potential, HERE / f"{name}.mpnn", **extra)
