@@ -195,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     make_data.add_argument("--seed", type=int, default=0)
     make_data.add_argument("-o", "--output", required=True, help="extxyz file to write")
     make_data.set_defaults(func=_make_data)
+
+    from .cli_simulate import add_simulation_commands
+
+    add_simulation_commands(commands)
     return parser
 
 
