@@ -83,6 +83,16 @@ def _model(out: Path, name: str | None, atoms: Atoms) -> tuple[str, bool]:
     return str(save_model(model, out / "schnet-random.mpnn")), False
 
 
+def _snapshot(atoms: Atoms) -> Atoms:
+    """A copy holding the model's current results (the calculator itself moves on)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frame = atoms.copy()
+    frame.calc = SinglePointCalculator(frame, **{k: atoms.calc.results[k]
+                                                 for k in ("energy", "forces", "stress")})
+    return frame
+
+
 def _errors_vs_emt(frames: list[Atoms]) -> dict[str, float]:
     """MAE of the frames' stored model results against EMT (meV/atom, meV/A, meV/A^3)."""
     emt = EMT()
@@ -114,9 +124,8 @@ def run_demo(out: str | Path = "demo_output", model: str | None = None, md_steps
     atoms.calc = calc
     optimizer = FIRE(FrechetCellFilter(atoms), logfile=None, trajectory=str(out / "relax.traj"))
     converged = optimizer.run(fmax=0.02, steps=400)
-    relaxed = atoms.copy()
-    relaxed.calc = calc
-    relaxed.get_stress()
+    atoms.get_stress()
+    relaxed = _snapshot(atoms)
     summary["relax"] = {"converged": bool(converged), "steps": optimizer.nsteps,
                         "energy_eV": atoms.get_potential_energy(),
                         "volume_per_atom_A3": atoms.get_volume() / len(atoms),
@@ -132,11 +141,8 @@ def run_demo(out: str | Path = "demo_output", model: str | None = None, md_steps
             records.append((float(step), epot, epot + ekin, atoms.get_temperature()))
             if step % 10 == 0:
                 trajectory.write()
-                frame = atoms.copy()
-                frame.calc = calc
-                frame.calc.results = dict(calc.results)
-                frame.calc.atoms = frame.copy()
-                frames.append(frame)
+                atoms.get_stress()
+                frames.append(_snapshot(atoms))
     times, epot, etot, temperature = map(np.array, zip(*records))
     summary["md"] = {"steps": md_steps, "timestep_fs": 1.0,
                      "max_energy_drift_eV_per_atom": float(np.abs(etot - etot[0]).max() / len(atoms)),
