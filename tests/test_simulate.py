@@ -156,3 +156,16 @@ def test_workflow_scripts_run(model_file, tmp_path, script, args):
     subprocess.run([sys.executable, str(WORKFLOWS / script), "--model", str(model_file),
                     "--out", str(tmp_path), *args], check=True, capture_output=True, text=True)
     assert (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_builtin_emt_model_matches_emt():
+    """Lattice constant 0.5 %, bulk modulus and phonons at X 10 %, NVE drift, slab relax."""
+    from ase_mpnn import list_models
+
+    if "emt-cuni-schnet" not in list_models():
+        pytest.skip("no built-in EMT model in this checkout")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_emt.py"
+    result = subprocess.run([sys.executable, str(script), "--model", "emt-cuni-schnet"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
