@@ -17,6 +17,7 @@ SPECIES = ["Cu", "Ni"]
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one process per core: more torch threads than cores makes OpenMP spin and crawl
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # and for the scripts tests start as subprocesses
 
 
 def make_potential(seed: int = 0, architecture: type = SchNet, **kwargs) -> Potential:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ase_mpnn import MPNNCalculator, testing
-from ase_mpnn.models import CGCNN, MPNN
+from ase_mpnn.models import CGCNN, MACE, MPNN, NequIP
 from ase_mpnn.testing import rattled_triclinic_cell, small_molecule
 
 from .conftest import SPECIES, make_potential
@@ -30,6 +30,13 @@ ARCHITECTURES = {
     "MPNN-filter-pna-residual": lambda: make_potential(
         architecture=MPNN, message="filter", aggregation="pna", update="residual",
         envelope="polynomial", **SMALL),
+    # small, but every path: l > 0 features between layers; NequIP needs 4 blocks before
+    # pseudo-vectors (1e) reach the energy; MACE with l = 1 hidden features and A^3
+    "NequIP": lambda: make_potential(architecture=NequIP, n_features=8, n_layers=4, l_max=1,
+                                     radial_hidden=16),
+    "MACE": lambda: make_potential(architecture=MACE, n_features=8, n_layers=2, max_ell=2,
+                                   hidden_l_max=1, correlation=3, radial_hidden=16,
+                                   radial_layers=2),
 }
 
 
