@@ -53,11 +53,11 @@ def _new(args: argparse.Namespace) -> int:
     import torch
 
     from .io import save_model
-    from .models import architecture_class
+    from .models import build_model
 
     torch.manual_seed(args.seed)
     hyper = json.loads(args.hyperparameters) if args.hyperparameters else {}
-    model = architecture_class(args.architecture)(args.species, args.cutoff, **hyper)
+    model = build_model(args.architecture, args.species, args.cutoff, **hyper)
     path = save_model(model, args.output)
     print(f"wrote {path}: {args.architecture} with random weights, "
           f"{sum(p.numel() for p in model.parameters())} parameters")

@@ -23,7 +23,7 @@ import torch
 
 from ._version import __version__
 from .errors import ModelFileError
-from .models.base import AtomisticModel, architecture_class
+from .models.base import AtomisticModel, architecture_class, build_model
 from .potential import Potential, as_potential
 
 FORMAT_NAME = "ase-mpnn-model"
@@ -134,12 +134,13 @@ def _read_archive(data: bytes, source: str) -> tuple[dict[str, Any], bytes, byte
 def potential_from_bytes(data: bytes, source: str = "model data") -> Potential:
     """Rebuild a Potential (on the CPU, in the saved dtype, eval mode) from model-file bytes."""
     manifest, manifest_bytes, weights = _read_archive(data, source)
-    cls = architecture_class(manifest["architecture"])
+    architecture_class(manifest["architecture"])  # unknown names: UnknownArchitectureError
     dtype = manifest.get("dtype", "float32")
     if dtype not in ("float32", "float64"):
         raise ModelFileError(f"{source}: unsupported dtype {dtype!r} in the manifest")
     try:
-        model = cls(manifest["species"], manifest["cutoff"], **manifest["hyperparameters"])
+        model = build_model(manifest["architecture"], manifest["species"], manifest["cutoff"],
+                            **manifest["hyperparameters"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{source}: the manifest does not describe a valid model: {exc}") from exc
     model.to(dtype=getattr(torch, dtype))  # the saved precision; E0 etc. stay float64

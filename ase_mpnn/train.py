@@ -30,7 +30,7 @@ from .data import (GraphCache, Sample, energy_statistics, fit_atomic_energies, r
                    species_of, split_samples)
 from .evaluate import evaluate, format_metrics
 from .io import atomic_write_bytes, save_model
-from .models import architecture_class
+from .models import build_model
 from .potential import Potential
 
 
@@ -83,7 +83,7 @@ class TrainConfig:
 def build_potential(config: TrainConfig, train_samples: Sequence[Sample]) -> Potential:
     """A fresh potential whose E0, shift and scale come from the training data."""
     species = config.species or species_of(train_samples)
-    model = architecture_class(config.architecture)(species, config.cutoff, **config.hyperparameters)
+    model = build_model(config.architecture, species, config.cutoff, **config.hyperparameters)
     e0 = config.atomic_energies or fit_atomic_energies(train_samples, species)
     shift, scale = energy_statistics(train_samples, e0)
     return Potential(model, scale=scale, shift=shift, atomic_energies=e0)

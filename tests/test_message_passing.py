@@ -133,3 +133,12 @@ def test_schnet_is_the_mpnn_preset_with_the_same_weights():
     e2 = MPNNCalculator(generic).get_potential_energy(atoms)
     assert e1 == pytest.approx(e2, rel=1e-12)
     assert isinstance(schnet, MPNN) and isinstance(CGCNN(["Cu"]), MPNN)
+
+
+def test_unknown_option_names_list_the_valid_ones():
+    from ase_mpnn.models import build_model
+
+    with pytest.raises(ValueError, match="no option.*n_feature.*options are.*n_features"):
+        build_model("SchNet", ["Cu"], 5.0, n_feature=32)
+    with pytest.raises(KeyError, match="unknown architecture 'Transformer'.*MACE.*SchNet"):
+        build_model("Transformer", ["Cu"], 5.0)

@@ -5,7 +5,8 @@ Public classes, each built with ``species=[...]`` and ``cutoff=...`` and working
 E(3)-equivariant ``NequIP`` and ``MACE`` on e3nn.
 """
 
-from .base import ARCHITECTURES, AtomisticModel, architecture_class, register_architecture
+from .base import (ARCHITECTURES, AtomisticModel, architecture_class, build_model,
+                   register_architecture)
 from .cgcnn import CGCNN
 from .mace import MACE
 from .mpnn import MPNN
@@ -13,4 +14,4 @@ from .nequip import NequIP
 from .schnet import SchNet
 
 __all__ = ["ARCHITECTURES", "CGCNN", "MACE", "MPNN", "AtomisticModel", "NequIP", "SchNet",
-           "architecture_class", "register_architecture"]
+           "architecture_class", "build_model", "register_architecture"]

@@ -29,6 +29,21 @@ def architecture_class(name: str) -> type["AtomisticModel"]:
     return ARCHITECTURES[name]
 
 
+def build_model(architecture: str, species: Sequence[str], cutoff: float,
+                **hyperparameters: Any) -> "AtomisticModel":
+    """Build a registered architecture by name; unknown option names list the valid ones."""
+    import inspect
+
+    cls = architecture_class(architecture)
+    valid = [name for name in inspect.signature(cls.__init__).parameters
+             if name not in ("self", "species", "cutoff")]
+    unknown = sorted(set(hyperparameters) - set(valid))
+    if unknown:
+        raise ValueError(f"{architecture} has no option(s) {', '.join(unknown)}; "
+                         f"its options are {', '.join(valid)}")
+    return cls(species, cutoff, **hyperparameters)
+
+
 def check_positive_ints(**values: Any) -> None:
     """Raise ValueError naming the first argument that is not a positive integer."""
     for name, value in values.items():
