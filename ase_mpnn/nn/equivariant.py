@@ -288,6 +288,35 @@ class EquivariantConvolution(nn.Module):
         self.irreps_out = irreps_sorted.simplify()
         self.radial = RadialMLP(n_basis, self.tp.weight_numel, radial_hidden, radial_layers)
         self.inv_avg_num_neighbors = 1.0 / float(avg_num_neighbors)
+        self.scalar_paths = self._scalar_paths(o3.Irreps(irreps_sh))
+
+    def _scalar_paths(self, irreps_sh: o3.Irreps) -> list[tuple[slice, int, float]] | None:
+        """For scalar inputs (one block mul x 0e), the paths as (Y slice, output index, weight).
+
+        Then 0e (x) l -> l is a plain product: out[u, m] = c * w_u * h_u * Y_lm, where
+        c = path_weight / sqrt(2l+1) (e3nn's Wigner 3j (0, l, l) is delta_mm' / sqrt(2l+1)), so
+        the convolution needs no tensor-product kernel: MACE's default 32x0e features and
+        every first layer take this path. Returns None for other inputs.
+        """
+        if len(self.irreps_in) != 1 or self.irreps_in[0].ir != o3.Irrep("0e"):
+            return None
+        sh_slices = irreps_sh.slices()
+        out_irreps = self.tp.irreps_out
+        return [(sh_slices[ins.i_in2], ins.i_out,
+                 float(ins.path_weight) / math.sqrt(out_irreps[ins.i_out].ir.dim))
+                for ins in self.tp.instructions]
+
+    def _scalar_messages(self, h_neighbors: torch.Tensor, sh: torch.Tensor,
+                         weights: torch.Tensor) -> torch.Tensor:
+        """The tensor product for scalar inputs: (n_edges, mul) -> (n_edges, irreps_out.dim)."""
+        n_edges, mul = h_neighbors.shape
+        n_paths = len(self.scalar_paths)
+        weighted = weights.view(n_edges, n_paths, mul) * h_neighbors[:, None, :]  # (E, paths, mul)
+        blocks: list[torch.Tensor | None] = [None] * n_paths
+        for k, (sh_slice, out_index, path_weight) in enumerate(self.scalar_paths):
+            y = sh[:, sh_slice] * path_weight  # (E, 2l+1)
+            blocks[out_index] = (weighted[:, k, :, None] * y[:, None, :]).flatten(1)
+        return torch.cat(blocks, dim=1)
 
     def forward(
         self,
@@ -300,5 +329,9 @@ class EquivariantConvolution(nn.Module):
     ) -> torch.Tensor:
         """h (n_atoms, irreps_in.dim), sh (n_edges, irreps_sh.dim) -> (n_atoms, irreps_out.dim)."""
         weights = self.radial(basis, envelope)
-        messages = self.tp(h.index_select(0, neighbors), sh, weights)
+        h_neighbors = h.index_select(0, neighbors)
+        if self.scalar_paths is not None:
+            messages = self._scalar_messages(h_neighbors, sh, weights)
+        else:
+            messages = self.tp(h_neighbors, sh, weights)
         return scatter_sum(messages, centers, h.shape[0]) * self.inv_avg_num_neighbors
