@@ -88,7 +88,7 @@ def _md(args: argparse.Namespace) -> int:
     final, summary = md(atoms, calc, ensemble=args.ensemble, temperature_K=args.temperature,
                         timestep_fs=args.timestep, steps=args.steps, thermostat=args.thermostat,
                         pressure_bar=args.pressure, seed=args.seed, log_interval=args.log_interval,
-                        trajectory=out / "md.extxyz")
+                        trajectory=out / "md.extxyz", log_file=out / "md_log.csv")
     write(out / "final.extxyz", final, format="extxyz")
     log = summary["log"]
     series = {"E_pot (eV)": [r["potential_eV"] for r in log], "E_tot (eV)": [r["total_eV"] for r in log],

@@ -159,14 +159,16 @@ def _check_sane(atoms: Atoms, temperature_K: float, step: int) -> None:
 def md(structure: Any, calc: Calculator, ensemble: str = "nvt", temperature_K: float = 300.0,
        timestep_fs: float = 1.0, steps: int = 1000, thermostat: str | None = None,
        pressure_bar: float = 1.0, seed: int | None = 0, trajectory: str | Path | None = None,
-       log_interval: int = 10, progress: bool = True) -> tuple[Atoms, dict]:
+       log_interval: int = 10, progress: bool = True,
+       log_file: str | Path | None = None) -> tuple[Atoms, dict]:
     """Molecular dynamics from a Maxwell-Boltzmann start at ``temperature_K``.
 
     Ensembles: "nve" (velocity Verlet), "nvt" (thermostat "langevin", "bussi" or
     "nose-hoover"), "npt" (isotropic "mtk" or "berendsen"). Every ``log_interval`` steps the
     frame goes to ``trajectory`` (.traj or .extxyz) and a log row (time fs, potential,
-    kinetic and total energy eV, temperature K, pressure GPa) to the summary's "log".
-    A blow-up raises SimulationError; frames written so far are kept.
+    kinetic and total energy eV, temperature K, pressure GPa) to the summary's "log" and,
+    line by line as the run goes, to ``log_file`` (CSV). A blow-up raises SimulationError;
+    the frames and log rows written so far are kept.
     """
     atoms = _prepared(structure, calc)
     if len(atoms) < 2:
@@ -184,6 +186,7 @@ def md(structure: Any, calc: Calculator, ensemble: str = "nvt", temperature_K: f
                 _check_sane(atoms, temperature_K, step)
                 log.append(_log_row(atoms, step * timestep_fs))
                 writer(atoms)
+                _append_csv(log_file, log[-1], header=len(log) == 1)
     finally:
         writer(None)
     totals = np.array([row["total_eV"] for row in log])
@@ -206,6 +209,15 @@ def _log_row(atoms: Atoms, time_fs: float) -> dict:
         row["pressure_GPa"] = float(-np.trace(atoms.get_stress(voigt=False, include_ideal_gas=True))
                                     / 3 / units.GPa)
     return row
+
+
+def _append_csv(path: str | Path | None, row: dict, header: bool) -> None:
+    if path is None:
+        return
+    with open(path, "w" if header else "a") as handle:
+        if header:
+            handle.write(",".join(row) + "\n")
+        handle.write(",".join(f"{value:.10g}" for value in row.values()) + "\n")
 
 
 def _trajectory_writer(path: str | Path | None, atoms: Atoms) -> Callable:

@@ -68,8 +68,11 @@ def test_md_ensembles_run_and_log(calc, ensemble, thermostat, tmp_path):
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
     traj = tmp_path / "md.traj"
     final, summary = md(atoms, calc, ensemble=ensemble, thermostat=thermostat, steps=6,
-                        log_interval=2, trajectory=traj, progress=False)
+                        log_interval=2, trajectory=traj, progress=False,
+                        log_file=tmp_path / "log.csv")
     assert len(summary["log"]) == 4 and len(read(traj, ":")) == 4
+    table = np.loadtxt(tmp_path / "log.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(table[:, 3], [row["total_eV"] for row in summary["log"]], rtol=1e-9)
     assert {"time_fs", "total_eV", "temperature_K", "pressure_GPa"} <= set(summary["log"][0])
     if ensemble == "nve":
         assert summary["energy_drift_eV_per_atom"] < 1e-4
