@@ -30,7 +30,7 @@ from .models import SchNet
 from .pretrained import list_models
 from .testing import scale_to_force_rms
 
-DEFAULT_MODELS = ("emt-cuni-mace", "emt-cuni-nequip", "emt-cuni-schnet")
+DEFAULT_MODELS = ("emt-cuni-schnet", "emt-cuni-mace")  # the first one installed is used
 
 
 def _time_call(calc: MPNNCalculator, atoms: Atoms, repeats: int = 5) -> float:
