@@ -35,7 +35,6 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from .. import keys
 from ..nn.equivariant import (
     EdgeSphericalHarmonics,
     EquivariantConvolution,
@@ -43,6 +42,7 @@ from ..nn.equivariant import (
     RadialEmbedding,
     check_integer,
     check_positive,
+    graph_inputs,
     natural_irreps,
     scalar_dim,
     species_irreps,
@@ -372,15 +372,12 @@ class MACE(ExactConstantsMixin, AtomisticModel):
 
     def node_features(self, graph: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Features after each layer t: (n_atoms, layer_irreps[t].dim), equivariant."""
-        species = graph[keys.SPECIES]
-        centers, neighbors = graph[keys.EDGE_INDEX]
-        sh = self.sh(graph[keys.EDGE_VECTORS])
-        basis, envelope = self.radial(graph[keys.EDGE_LENGTHS])
-        h = self.embedding(species)
-        onehot = nn.functional.one_hot(species, len(self.species)).to(sh.dtype)
+        x = graph_inputs(graph, self.sh, self.radial, len(self.species))
+        h = self.embedding(x["species"])
         features = []
         for layer in self.layers:
-            h = layer(h, onehot, species, sh, basis, envelope, centers, neighbors)
+            h = layer(h, x["onehot"], x["species"], x["sh"], x["basis"], x["envelope"],
+                      x["centers"], x["neighbors"])
             features.append(h)
         return features
 

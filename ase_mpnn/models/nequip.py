@@ -40,7 +40,6 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
-from .. import keys
 from ..nn.equivariant import (
     EdgeSphericalHarmonics,
     EquivariantConvolution,
@@ -48,6 +47,7 @@ from ..nn.equivariant import (
     RadialEmbedding,
     check_integer,
     check_positive,
+    graph_inputs,
     species_irreps,
 )
 from .base import AtomisticModel, register_architecture
@@ -216,15 +216,12 @@ class NequIP(ExactConstantsMixin, AtomisticModel):
 
     def node_features(self, graph: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Features after each block t: (n_atoms, layer_irreps[t].dim), equivariant."""
-        species = graph[keys.SPECIES]
-        centers, neighbors = graph[keys.EDGE_INDEX]
-        sh = self.sh(graph[keys.EDGE_VECTORS])
-        basis, envelope = self.radial(graph[keys.EDGE_LENGTHS])
-        h = self.embedding(species)
-        onehot = nn.functional.one_hot(species, len(self.species)).to(sh.dtype)
+        x = graph_inputs(graph, self.sh, self.radial, len(self.species))
+        h = self.embedding(x["species"])
         features = []
         for layer in self.layers:
-            h = layer(h, onehot, sh, basis, envelope, centers, neighbors)
+            h = layer(h, x["onehot"], x["sh"], x["basis"], x["envelope"], x["centers"],
+                      x["neighbors"])
             features.append(h)
         return features
 

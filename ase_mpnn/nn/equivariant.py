@@ -213,6 +213,25 @@ class NormalizedSiLU(nn.Module):
         return nn.functional.silu(x) * self.scale
 
 
+def graph_inputs(graph: dict, sh: "EdgeSphericalHarmonics", radial: "RadialEmbedding",
+                 n_species: int) -> dict[str, torch.Tensor]:
+    """What every equivariant layer reads from a graph that carries edge geometry.
+
+    Returns species (n_atoms,), one-hot species (n_atoms, n_species), spherical harmonics
+    sh (n_edges, irreps_sh.dim), radial basis (n_edges, n_basis), envelope (n_edges,),
+    centers and neighbors (n_edges,).
+    """
+    from .. import keys
+
+    species = graph[keys.SPECIES]
+    centers, neighbors = graph[keys.EDGE_INDEX]
+    harmonics = sh(graph[keys.EDGE_VECTORS])
+    basis, envelope = radial(graph[keys.EDGE_LENGTHS])
+    onehot = nn.functional.one_hot(species, n_species).to(harmonics.dtype)
+    return {"species": species, "onehot": onehot, "sh": harmonics, "basis": basis,
+            "envelope": envelope, "centers": centers, "neighbors": neighbors}
+
+
 class RadialMLP(nn.Module):
     """Per-edge tensor-product weights R(r) u(r): an MLP on the Bessel basis, times u(r).
 
