@@ -268,10 +268,13 @@ def test_integral_floats_are_accepted_as_integers():
     assert isinstance(model.hyperparameters["max_ell"], int)
 
 
-@pytest.mark.parametrize("irreps_sh", ["0e + 1o + 2e + 3o", "0e + 1o"])
-def test_scalar_input_convolution_equals_the_e3nn_tensor_product(irreps_sh):
+@pytest.mark.parametrize("irreps_sh, keep", [
+    ("0e + 1o + 2e + 3o", "0e + 1o + 2e + 3o"), ("0e + 1o", "0e + 1o"),
+    ("0e + 1o + 2e + 3o", "3o + 1o"),  # dropped paths, output order != harmonic order
+])
+def test_scalar_input_convolution_equals_the_e3nn_tensor_product(irreps_sh, keep):
     """The product fast path for mul x 0e inputs gives e3nn's TensorProduct to 1e-12."""
-    keep = [ir for _, ir in o3.Irreps(irreps_sh)]
+    keep = [ir for _, ir in o3.Irreps(keep)]
     conv = equivariant.EquivariantConvolution(o3.Irreps("6x0e"), o3.Irreps(irreps_sh), keep,
                                               n_basis=4, radial_hidden=8, radial_layers=1,
                                               avg_num_neighbors=3.0).double()
@@ -281,6 +284,8 @@ def test_scalar_input_convolution_equals_the_e3nn_tensor_product(irreps_sh):
     sh = torch.randn(9, o3.Irreps(irreps_sh).dim, dtype=torch.float64, generator=generator)
     weights = torch.randn(9, conv.tp.weight_numel, dtype=torch.float64, generator=generator)
     neighbors = torch.randint(0, 5, (9,), generator=generator)
-    fast = conv._scalar_messages(h[neighbors], sh, weights)
-    reference = conv.tp(h[neighbors], sh, weights)
+    centers = torch.randint(0, 5, (9,), generator=generator)
+    fast = conv._scalar_convolution(h[neighbors], sh, weights, centers, 5)
+    reference = torch.zeros(5, conv.tp.irreps_out.dim, dtype=torch.float64).index_add_(
+        0, centers, conv.tp(h[neighbors], sh, weights))
     torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-12)

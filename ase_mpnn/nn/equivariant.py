@@ -309,33 +309,54 @@ class EquivariantConvolution(nn.Module):
         self.inv_avg_num_neighbors = 1.0 / float(avg_num_neighbors)
         self.scalar_paths = self._scalar_paths(o3.Irreps(irreps_sh))
 
-    def _scalar_paths(self, irreps_sh: o3.Irreps) -> list[tuple[slice, int, float]] | None:
-        """For scalar inputs (one block mul x 0e), the paths as (Y slice, output index, weight).
+    def _scalar_paths(self, irreps_sh: o3.Irreps) -> dict[str, torch.Tensor | list] | None:
+        """For scalar inputs (one block mul x 0e), the index tables of the product fast path.
 
         Then 0e (x) l -> l is a plain product: out[u, m] = c * w_u * h_u * Y_lm, where
         c = path_weight / sqrt(2l+1) (e3nn's Wigner 3j (0, l, l) is delta_mm' / sqrt(2l+1)), so
         the convolution needs no tensor-product kernel: MACE's default 32x0e features and
         every first layer take this path. Returns None for other inputs.
+
+        The tables list, column by column of the output (paths in output order, then m):
+        the Y component used, the path whose radial weight multiplies it and the constant c.
         """
         if len(self.irreps_in) != 1 or self.irreps_in[0].ir != o3.Irrep("0e"):
             return None
         sh_slices = irreps_sh.slices()
         out_irreps = self.tp.irreps_out
-        return [(sh_slices[ins.i_in2], ins.i_out,
-                 float(ins.path_weight) / math.sqrt(out_irreps[ins.i_out].ir.dim))
-                for ins in self.tp.instructions]
+        sh_column, path_of_column, scale, widths = [], [], [], []
+        for k, ins in sorted(enumerate(self.tp.instructions), key=lambda item: item[1].i_out):
+            columns = range(sh_slices[ins.i_in2].start, sh_slices[ins.i_in2].stop)
+            sh_column += list(columns)
+            path_of_column += [k] * len(columns)
+            scale += [float(ins.path_weight) / math.sqrt(out_irreps[ins.i_out].ir.dim)] * len(columns)
+            widths.append(len(columns))
+        as_index = lambda values: torch.tensor(values, dtype=torch.int64)  # noqa: E731
+        self.register_buffer("_sh_column", as_index(sh_column), persistent=False)
+        self.register_buffer("_path_of_column", as_index(path_of_column), persistent=False)
+        self.register_buffer("_column_scale", torch.tensor(scale, dtype=torch.get_default_dtype()),
+                             persistent=False)
+        self._exact_constants = {"_column_scale": torch.tensor(scale, dtype=torch.float64)}
+        return {"widths": widths}
 
-    def _scalar_messages(self, h_neighbors: torch.Tensor, sh: torch.Tensor,
-                         weights: torch.Tensor) -> torch.Tensor:
-        """The tensor product for scalar inputs: (n_edges, mul) -> (n_edges, irreps_out.dim)."""
+    def _scalar_convolution(self, h_neighbors: torch.Tensor, sh: torch.Tensor,
+                            weights: torch.Tensor, centers: torch.Tensor,
+                            n_atoms: int) -> torch.Tensor:
+        """The summed tensor product for scalar inputs, (n_atoms, irreps_out.dim).
+
+        One broadcast product per edge, (E, columns, mul), summed onto atoms before it is put
+        into e3nn's layout [mul x (2l+1) per path]: no per-path slicing or concatenation of
+        edge-sized tensors, whose backward passes (zero-filled edge-sized buffers) dominated
+        the cost of training with forces.
+        """
         n_edges, mul = h_neighbors.shape
-        n_paths = len(self.scalar_paths)
+        n_paths = len(self.scalar_paths["widths"])
         weighted = weights.view(n_edges, n_paths, mul) * h_neighbors[:, None, :]  # (E, paths, mul)
-        blocks: list[torch.Tensor | None] = [None] * n_paths
-        for k, (sh_slice, out_index, path_weight) in enumerate(self.scalar_paths):
-            y = sh[:, sh_slice] * path_weight  # (E, 2l+1)
-            blocks[out_index] = (weighted[:, k, :, None] * y[:, None, :]).flatten(1)
-        return torch.cat(blocks, dim=1)
+        y = sh.index_select(1, self._sh_column) * self._column_scale  # (E, columns)
+        messages = weighted.index_select(1, self._path_of_column) * y[:, :, None]  # (E, cols, mul)
+        summed = scatter_sum(messages, centers, n_atoms)  # (n_atoms, columns, mul)
+        blocks = torch.split(summed, self.scalar_paths["widths"], dim=1)
+        return torch.cat([b.transpose(1, 2).reshape(n_atoms, -1) for b in blocks], dim=1)
 
     def forward(
         self,
@@ -350,7 +371,7 @@ class EquivariantConvolution(nn.Module):
         weights = self.radial(basis, envelope)
         h_neighbors = h.index_select(0, neighbors)
         if self.scalar_paths is not None:
-            messages = self._scalar_messages(h_neighbors, sh, weights)
+            summed = self._scalar_convolution(h_neighbors, sh, weights, centers, h.shape[0])
         else:
-            messages = self.tp(h_neighbors, sh, weights)
-        return scatter_sum(messages, centers, h.shape[0]) * self.inv_avg_num_neighbors
+            summed = scatter_sum(self.tp(h_neighbors, sh, weights), centers, h.shape[0])
+        return summed * self.inv_avg_num_neighbors
