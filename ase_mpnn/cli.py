@@ -128,6 +128,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _make_data(args: argparse.Namespace) -> int:
+    if args.reference == "xtb":
+        from .reference_molecules import xtb_dataset
+
+        path = xtb_dataset(args.molecules, args.n, args.output, seed=args.seed)
+        print(f"wrote {args.n} GFN2-xTB-labelled frames of {', '.join(args.molecules)} to {path}")
+        return 0
     from .reference import emt_dataset
 
     path = emt_dataset(args.elements, args.n, args.output, seed=args.seed)
@@ -189,8 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.set_defaults(func=_eval)
 
-    make_data = commands.add_parser("make-data", help="label structures with EMT (metals)")
-    make_data.add_argument("--elements", nargs="+", default=["Cu", "Ni"])
+    make_data = commands.add_parser(
+        "make-data", help="label structures with EMT (metals) or GFN2-xTB (molecules)")
+    make_data.add_argument("--reference", choices=["emt", "xtb"], default="emt",
+                           help="emt: metal alloys; xtb: molecules through tblite")
+    make_data.add_argument("--elements", nargs="+", default=["Cu", "Ni"], help="EMT metals")
+    make_data.add_argument("--molecules", nargs="+", default=["ethanol"],
+                           help="xTB molecules: ethanol, aspirin, any ASE G2 name or a file")
     make_data.add_argument("-n", type=int, default=400, help="number of structures")
     make_data.add_argument("--seed", type=int, default=0)
     make_data.add_argument("-o", "--output", required=True, help="extxyz file to write")
@@ -207,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ASEMPNNError, ValueError) as exc:
+    except (ASEMPNNError, ValueError, ImportError) as exc:
         print(f"ase-mpnn: error: {exc}", file=sys.stderr)
         return 2
 

@@ -34,8 +34,9 @@ def publish(run_dir: str | Path, name: str, data_recipe: dict[str, Any]) -> Path
     """Copy a finished training run's best model into this folder as a built-in model.
 
     Adds to the manifest: the name, the test-set metrics and training time from the run's
-    summary.json, the recipe (config.json) and ``data_recipe``, the keyword arguments of
-    ``ase_mpnn.reference.emt_dataset`` that made the data (elements, n, seed).
+    summary.json, the recipe (config.json) and ``data_recipe``, what ``make_data`` needs to
+    make the data again: ``{"reference": "emt", "elements": [...], "n": ..., "seed": ...}`` or
+    ``{"reference": "xtb", "molecules": [...], "n": ..., "seed": ...}``.
     """
     from ..io import load_model, save_model
 
@@ -52,3 +53,18 @@ def publish(run_dir: str | Path, name: str, data_recipe: dict[str, Any]) -> Path
                      "data_recipe": data_recipe},
     }
     return save_model(potential, HERE / f"{name}.mpnn", **extra)
+
+
+def make_data(recipe: dict[str, Any], path: str | Path, progress: bool = False) -> Path:
+    """Make a built-in model's training data again from its manifest's ``data_recipe``."""
+    recipe = dict(recipe)
+    reference = recipe.pop("reference", "emt")  # the first built-ins predate the key
+    if reference == "xtb":
+        from ..reference_molecules import xtb_dataset
+
+        return xtb_dataset(path=path, progress=progress, **recipe)
+    if reference == "emt":
+        from ..reference import emt_dataset
+
+        return emt_dataset(path=path, progress=progress, **recipe)
+    raise ValueError(f"unknown reference {reference!r} in data recipe (emt or xtb)")
