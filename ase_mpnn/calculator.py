@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
@@ -27,6 +26,7 @@ from .graph import MIN_DISTANCE, build_graph
 from .io import model_to_bytes, potential_from_bytes, read_file_bytes
 from .models.base import AtomisticModel
 from .potential import Potential
+from .results import split_results
 
 ModelSource = str | os.PathLike | bytes | AtomisticModel | Potential
 
@@ -173,26 +173,23 @@ class MPNNCalculator(Calculator):
                             dtype=self.dtype, device=self.device, min_distance=self.min_distance)
         out = self.potential(graph, forces=True, stress=periodic,
                              atomic_stresses="stresses" in properties)
-        self.results = self._results(out)
-
-    @staticmethod
-    def _results(out: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Potential outputs of one structure -> ASE results (float64 numpy, Voigt stress)."""
-        def numpy(key: str) -> np.ndarray:
-            return out[key].detach().to("cpu", torch.float64).numpy()
-
-        energy = float(numpy(keys.ENERGY)[0])
-        results: dict[str, Any] = {
-            "energy": energy,
-            "free_energy": energy,
-            "energies": numpy(keys.ATOMIC_ENERGIES),
-            "forces": numpy(keys.FORCES),
-        }
-        if keys.STRESS in out:
-            results["stress"] = full_3x3_to_voigt_6_stress(numpy(keys.STRESS)[0])
+        self.results = split_results(out, [len(atoms)], [periodic])[0]
         if keys.ATOMIC_STRESSES in out:
-            results["stresses"] = full_3x3_to_voigt_6_stress(numpy(keys.ATOMIC_STRESSES))
-        return results
+            self.results["stresses"] = full_3x3_to_voigt_6_stress(
+                out[keys.ATOMIC_STRESSES].detach().to("cpu", torch.float64).numpy())
+
+    def calculate_batch(self, structures: Sequence[Atoms], *, max_atoms: int | None = None,
+                        errors: str = "raise", progress: bool = False) -> list[dict[str, Any]]:
+        """Results of many structures, many per model call (``ase_mpnn.highthroughput``).
+
+        Returns one dict per structure (energy, free_energy, energies, forces and, for 3-D
+        periodic cells, stress), equal to calling this calculator on each in turn; with
+        ``errors="store"`` a structure that fails its checks gets ``{"error": message}``.
+        """
+        from .highthroughput import MAX_ATOMS, evaluate
+
+        return evaluate(structures, self, max_atoms=max_atoms or MAX_ATOMS,
+                        min_distance=self.min_distance, errors=errors, progress=progress)
 
 
 def _rebuild_calculator(source: str | bytes, init_args: dict[str, Any]) -> MPNNCalculator:
