@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_simulate import add_simulation_commands
 
     add_simulation_commands(commands)
+    from .cli_highthroughput import add_highthroughput_commands
+
+    add_highthroughput_commands(commands)
     return parser
 
 

@@ -1,0 +1,222 @@
+"""Many structures over many processes or machines with dask.distributed, into a results db.
+
+    ase-mpnn run relax inputs.extxyz --db results.db --model emt-cuni-schnet --workers 2
+
+The client reads the inputs, skips those already in the database, and submits chunks of
+structures (plain Atoms, never a calculator) to Dask workers: a LocalCluster of
+single-threaded worker processes by default, or any running scheduler (``--scheduler
+tcp://host:8786``, e.g. one started by dask-jobqueue on SLURM). Each worker loads the model
+once (the calculator's per-process cache) and evaluates or relaxes its chunk in batches
+(``ase_mpnn.highthroughput``, ``ase_mpnn.batch_relax``). Results come back to the client,
+which writes each structure to the database as its chunk finishes. A worker that dies has
+its chunk rerun elsewhere by Dask; a client that dies loses nothing already written, and
+rerunning the same command finishes the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from ase import Atoms
+from tqdm import tqdm
+
+from ._version import __version__
+from .results_db import ResultsDB, read_inputs
+
+TASKS = ("static", "relax", "md")
+DEFAULT_OPTIONS = {
+    "static": {},
+    "relax": {"fmax": 0.05, "steps": 500, "cell_filter": True},
+    "md": {"ensemble": "nvt", "temperature_K": 300.0, "timestep_fs": 1.0, "steps": 100},
+}
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def run_chunk(task: str, items: list[tuple[str, Atoms]], model: str | bytes,
+              options: dict[str, Any], dtype: str = "float64", device: str = "auto",
+              threads: int = 1) -> list[tuple[str, dict[str, Any]]]:
+    """Run one chunk on a worker: [(input_id, outcome)] with outcome as ResultsDB.write takes.
+
+    Failures of single structures (bad geometry, NaN forces, an MD blow-up) become outcomes
+    with ``error``; only a failure of the whole chunk (e.g. an unreadable model) raises.
+    """
+    _set_threads(threads)
+    ids, structures = [i for i, _ in items], [a for _, a in items]
+    if task == "static":
+        outcomes = _static(structures, model, dtype, device)
+    elif task == "relax":
+        from .batch_relax import relax_batch
+
+        outcomes = relax_batch(structures, model, dtype=dtype, device=device, **options)
+    elif task == "md":
+        outcomes = [_md_one(atoms, model, options, dtype, device) for atoms in structures]
+    else:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    return list(zip(ids, outcomes))
+
+
+def _static(structures: list[Atoms], model, dtype: str, device: str) -> list[dict[str, Any]]:
+    from .highthroughput import attach_results, evaluate
+
+    start = time.perf_counter()
+    results = evaluate(structures, model, dtype=dtype, device=device, errors="store")
+    seconds = (time.perf_counter() - start) / max(len(structures), 1)
+    outcomes = []
+    for atoms, result in zip(structures, results):
+        if "error" in result:
+            outcomes.append({"atoms": atoms, "error": result["error"], "seconds": seconds})
+        else:
+            outcomes.append({**result, "atoms": attach_results(atoms, result), "steps": 0,
+                             "converged": True, "seconds": seconds})
+    return outcomes
+
+
+def _md_one(atoms: Atoms, model, options: dict[str, Any], dtype: str, device: str) -> dict:
+    from .calculator import MPNNCalculator
+    from .errors import ASEMPNNError
+    from .simulate import md
+
+    start = time.perf_counter()
+    try:
+        final, summary = md(atoms, MPNNCalculator(model, device=device, dtype=dtype),
+                            progress=False, **options)
+    except (ASEMPNNError, ValueError) as exc:
+        return {"atoms": atoms, "error": f"{type(exc).__name__}: {exc}",
+                "seconds": time.perf_counter() - start}
+    return {"atoms": final, "energy": final.get_potential_energy(), "steps": summary["steps"],
+            "converged": True, "seconds": time.perf_counter() - start}
+
+
+def chunked(items: Sequence, size: int) -> list[list]:
+    """Consecutive chunks of ``size`` items (the last may be shorter)."""
+    return [list(items[k:k + size]) for k in range(0, len(items), size)]
+
+
+def _model_payload(model: str) -> str | bytes:
+    """Model files travel as bytes (workers on other machines need no shared disk);
+    built-in names travel as names."""
+    path = Path(model)
+    return path.read_bytes() if path.is_file() else model
+
+
+def _model_meta(model: str, dtype: str) -> dict[str, str]:
+    from .calculator import MPNNCalculator
+
+    calc = MPNNCalculator(_model_payload(model), device="cpu", dtype=dtype)
+    return {"model": str(model), "model_sha256": calc.parameters["model_sha256"],
+            "package": f"ase-mpnn {__version__}"}
+
+
+def make_client(workers: int, scheduler: str | None, threads: int):
+    """A dask Client: to ``scheduler`` if given, else a LocalCluster of ``workers`` processes
+    with one Dask thread each (torch then uses ``threads`` per process)."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # inherited by the workers
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=":0")  # any free port
+    return Client(cluster)
+
+
+def run(task: str, inputs: Sequence[str | os.PathLike], db: str | os.PathLike, model: str, *,
+        workers: int = 2, scheduler: str | None = None, threads: int = 1, chunk_size: int = 16,
+        options: dict[str, Any] | None = None, dtype: str = "float64", device: str = "auto",
+        retry_failed: bool = False, retries: int = 2, progress: bool = True) -> dict[str, int]:
+    """Run ``task`` on every input structure not yet in ``db``; returns counts.
+
+    Args:
+        task: "static", "relax" or "md".
+        inputs: structure files (anything ase.io reads; every frame is an input).
+        db: results database (SQLite path or database URL).
+        model: built-in name or model file.
+        workers: local worker processes (0: run here, without Dask).
+        scheduler: address of a running Dask scheduler (then ``workers`` is ignored).
+        threads: torch threads per worker process.
+        chunk_size: structures per Dask task (each chunk is batched on its worker).
+        options: task options (relax: fmax, steps, cell_filter; md: ensemble,
+            temperature_K, timestep_fs, steps, ...), over DEFAULT_OPTIONS.
+        retry_failed: delete failed rows first and run those structures again.
+        retries: extra tries Dask gives a chunk whose worker died.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    options = {**DEFAULT_OPTIONS[task], **(options or {})}
+    results = ResultsDB(db)
+    if retry_failed:
+        results.forget_failed()
+    items = read_inputs(inputs)
+    done = results.done_ids()
+    todo = [item for item in items if item[0] not in done]
+    counts = {"inputs": len(items), "skipped": len(items) - len(todo), "ok": 0, "failed": 0}
+    if not todo:
+        return counts
+    meta = _model_meta(model, dtype)
+    chunks = chunked(todo, chunk_size)
+    bar = tqdm(total=len(todo), desc=f"{task} ({len(chunks)} chunks)", unit="structure",
+               disable=not progress)
+
+    def store(chunk_outcomes: list[tuple[str, dict[str, Any]]]) -> None:
+        for input_id, outcome in chunk_outcomes:
+            results.write(input_id, task, _as_outcome(outcome), meta)
+            counts["failed" if outcome.get("error") else "ok"] += 1
+        bar.update(len(chunk_outcomes))
+
+    args = (_model_payload(model), options, dtype, device, threads)
+    try:
+        if workers == 0 and not scheduler:
+            for chunk in chunks:
+                try:
+                    outcomes = run_chunk(task, chunk, *args)
+                except Exception as exc:  # noqa: BLE001 - recorded, and the run goes on
+                    outcomes = failed_chunk(chunk, exc)
+                store(outcomes)
+        else:
+            _run_dask(task, chunks, args, workers, scheduler, threads, retries, store)
+    finally:
+        bar.close()
+    return counts
+
+
+def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -> None:
+    from dask.distributed import as_completed
+
+    with make_client(workers, scheduler, threads) as client:
+        model = client.scatter(args[0], broadcast=True) if isinstance(args[0], bytes) else args[0]
+        futures = [client.submit(run_chunk, task, chunk, model, *args[1:], retries=retries,
+                                 pure=False) for chunk in chunks]
+        chunk_of = {future.key: chunk for future, chunk in zip(futures, chunks)}
+        for future in as_completed(futures):
+            try:
+                outcomes = future.result()
+            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after every retry
+                outcomes = failed_chunk(chunk_of[future.key], exc)
+            store(outcomes)
+            future.release()
+
+
+def failed_chunk(chunk: list[tuple[str, Atoms]], exc: BaseException) -> list[tuple[str, dict]]:
+    """Every structure of a chunk that failed as a whole, recorded with the error."""
+    error = f"chunk failed: {type(exc).__name__}: {exc}"
+    return [(input_id, {"atoms": atoms, "error": error}) for input_id, atoms in chunk]
+
+
+def _as_outcome(outcome: dict[str, Any]) -> dict[str, Any]:
+    """Relax outcomes carry forces etc. at top level; the database reads atoms' results."""
+    atoms = outcome["atoms"]
+    if "energy" not in outcome and atoms.calc is not None and not outcome.get("error"):
+        outcome = {**outcome, "energy": atoms.get_potential_energy()}
+    if outcome.get("error") is None and not np.isfinite(outcome.get("energy", 0.0)):
+        outcome = {**outcome, "error": "non-finite energy"}
+    return outcome
