@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import zipfile
@@ -48,7 +49,9 @@ def test_weights_are_a_plain_state_dict(model_file):
 
 
 def test_roundtrip_preserves_float64_weights(potential, tmp_path):
-    precise = type(potential)(potential.model, atomic_energies=[-3.123456789012345, 1.0]).double()
+    # a copy: .double() works in place and the session fixture must stay float32
+    model = copy.deepcopy(potential.model)
+    precise = type(potential)(model, atomic_energies=[-3.123456789012345, 1.0]).double()
     loaded = load_model(save_model(precise, tmp_path / "p.mpnn"))
     for (name, a), b in zip(precise.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name

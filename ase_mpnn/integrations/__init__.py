@@ -1,0 +1,9 @@
+"""Adapters that run ase-mpnn potentials inside workflow engines.
+
+Each submodule needs its engine installed and is imported explicitly:
+
+- ``ase_mpnn.integrations.quacc``: quacc ``static_job``/``relax_job``/``md_job`` recipes
+  (``pip install 'ase-mpnn[quacc]'``).
+- ``ase_mpnn.integrations.atomate2``: atomate2/jobflow relax, static and MD Makers
+  (``pip install 'ase-mpnn[atomate2]'``).
+"""
