@@ -22,13 +22,17 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from . import keys
 from ._version import __version__
 from .errors import ModelFileError
-from .graph import MIN_DISTANCE, build_graph
+from .graph import MIN_DISTANCE, collate
 from .io import model_to_bytes, potential_from_bytes, read_file_bytes
 from .models.base import AtomisticModel
 from .potential import Potential
 from .results import split_results
+from .verlet import VerletNeighbors
 
 ModelSource = str | os.PathLike | bytes | AtomisticModel | Potential
+
+#: Verlet skin (Angstrom) of the calculator's neighbour list; see ase_mpnn.verlet
+DEFAULT_SKIN = 0.5
 
 _CACHE: dict[tuple, Potential] = {}
 _CACHE_LOCK = threading.Lock()
@@ -98,6 +102,10 @@ class MPNNCalculator(Calculator):
         device: "auto" (CUDA if available), "cpu" or "cuda[:n]".
         dtype: "float64" (default) or "float32"; torch's global default is never changed.
         min_distance: atoms closer than this (Angstrom) are rejected as corrupt input.
+        skin: Verlet skin, Angstrom: the neighbour list is built at cutoff + skin and reused
+            between calls while no pair can have come within the cutoff unseen (MD steps,
+            relaxation steps, NPT cell changes); 0 builds a fresh list on every call.
+            Results are identical either way.
 
     Results are float64 numpy arrays in eV, eV/A and eV/A^3 (Voigt xx yy zz yz xz xy).
     """
@@ -110,16 +118,19 @@ class MPNNCalculator(Calculator):
         device: str = "auto",
         dtype: str = "float64",
         min_distance: float = MIN_DISTANCE,
+        skin: float = DEFAULT_SKIN,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self._init_args = {"device": str(device), "dtype": str(dtype).replace("torch.", ""),
-                           "min_distance": float(min_distance)}
+                           "min_distance": float(min_distance), "skin": float(skin)}
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.min_distance = float(min_distance)
         self._source = model
         self.potential, name, manifest_hash = self._load(model)
+        self.neighbors = VerletNeighbors(self.potential.cutoff, skin, self.potential.species,
+                                         self.min_distance)
         self.parameters = {
             "model": name,
             "architecture": self.potential.model.architecture,
@@ -128,6 +139,7 @@ class MPNNCalculator(Calculator):
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
             "cutoff": self.potential.cutoff,
+            "skin": float(skin),
             "species": list(self.potential.species),
         }
 
@@ -169,8 +181,9 @@ class MPNNCalculator(Calculator):
                 raise PropertyNotImplementedError(
                     f"{name} needs a cell periodic in all three directions; pbc={atoms.pbc.tolist()}"
                 )
-        graph = build_graph(atoms, self.potential.cutoff, self.potential.species,
-                            dtype=self.dtype, device=self.device, min_distance=self.min_distance)
+        graph = collate([self.neighbors.arrays(atoms)], dtype=self.dtype, device=self.device)
+        if self.neighbors.skin > 0:
+            graph[keys.LIST_CUTOFF] = torch.tensor(self.neighbors.list_cutoff)
         out = self.potential(graph, forces=True, stress=periodic,
                              atomic_stresses="stresses" in properties)
         self.results = split_results(out, [len(atoms)], [periodic])[0]

@@ -18,6 +18,8 @@ EDGE_INDEX = "edge_index"  # (2, n_edges) int64: row 0 = centre atom i, row 1 = 
 CELL_SHIFTS = "cell_shifts"  # (n_edges, 3) float, integer lattice translations S of j
 BATCH = "batch"  # (n_atoms,) int64, index of the structure each atom belongs to
 N_ATOMS = "n_atoms"  # (n_graphs,) int64, atoms per structure
+LIST_CUTOFF = "list_cutoff"  # () float, Angstrom: only when the list was built beyond the
+# model's cutoff (Verlet skin); the potential then drops the pairs beyond the cutoff
 
 # --- geometry, written by ase_mpnn.potential before the model runs -------------------
 EDGE_VECTORS = "edge_vectors"  # (n_edges, 3) float, r_ij = x_j - x_i + S @ cell, Angstrom

@@ -64,6 +64,20 @@ def edge_geometry(graph: Graph, positions: torch.Tensor, cell: torch.Tensor) -> 
     return graph
 
 
+def drop_edges_beyond(graph: Graph, cutoff: float) -> Graph:
+    """Keep only the edges shorter than ``cutoff`` (a list built with a Verlet skin holds
+    more). Done before the differentiable geometry, so every kept edge's vector and length
+    derive from the positions (and strain) in the usual way."""
+    with torch.no_grad():
+        lengths = edge_geometry(graph, graph[keys.POSITIONS], graph[keys.CELL])[keys.EDGE_LENGTHS]
+        keep = torch.nonzero(lengths < cutoff).squeeze(1)
+    graph = dict(graph)
+    graph[keys.EDGE_INDEX] = graph[keys.EDGE_INDEX].index_select(1, keep)
+    graph[keys.CELL_SHIFTS] = graph[keys.CELL_SHIFTS].index_select(0, keep)
+    del graph[keys.LIST_CUTOFF]
+    return graph
+
+
 def isolated_atoms_graph(n_species: int, like: torch.Tensor) -> Graph:
     """A graph of one atom of each species, far apart: no edges. Shapes as in keys."""
     kw = {"dtype": like.dtype, "device": like.device}
@@ -179,6 +193,8 @@ class Potential(nn.Module):
         Returns:
             dict with ENERGY (n_graphs,), ATOMIC_ENERGIES (n_atoms,) and those requested.
         """
+        if keys.LIST_CUTOFF in graph:  # built with a Verlet skin
+            graph = drop_edges_beyond(graph, self.cutoff)
         batch, n_graphs = graph[keys.BATCH], graph[keys.CELL].shape[0]
         positions, cell = graph[keys.POSITIONS], graph[keys.CELL]
         wants_strain = stress or atomic_stresses
