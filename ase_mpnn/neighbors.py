@@ -1,6 +1,11 @@
 """Neighbour lists: every pair (i, j, S) with |x_j - x_i + S @ cell| < cutoff.
 
-matscipy's cell-list search does the work. It bins atoms inside the cell it is given, so
+Two interchangeable backends: matscipy (the default) and vesin (``pip install vesin``,
+faster for large cells). Choose with ``set_neighbor_backend`` or the
+``ASE_MPNN_NEIGHBORS`` environment variable (``matscipy`` or ``vesin``); tests check that
+both give the same pairs.
+
+matscipy's cell-list search does the work by default. It bins atoms inside the cell it is given, so
 along non-periodic directions we hand it a box that just encloses the atoms (origin at
 their lower corner). That keeps a molecule far from the origin, or a slab whose atoms stick
 out of its nominal cell, as cheap as one centred in its box. Periodic lattice vectors are
@@ -9,10 +14,35 @@ passed unchanged, so the integer shifts S refer to the structure's own cell.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import NamedTuple
 
 import numpy as np
 from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
+
+BACKENDS = ("matscipy", "vesin")
+_backend = os.environ.get("ASE_MPNN_NEIGHBORS", "matscipy")
+
+
+def vesin_available() -> bool:
+    """True when the optional vesin package can be imported."""
+    return importlib.util.find_spec("vesin") is not None
+
+
+def set_neighbor_backend(name: str) -> None:
+    """Select ``"matscipy"`` or ``"vesin"`` for every neighbour list built from now on."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"unknown neighbour-list backend {name!r}; choose one of {BACKENDS}")
+    if name == "vesin" and not vesin_available():
+        raise ImportError("vesin is not installed: pip install vesin")
+    _backend = name
+
+
+def get_neighbor_backend() -> str:
+    """Name of the neighbour-list backend in use."""
+    return _backend
 
 #: padding (Angstrom) added to the enclosing box along non-periodic directions
 _BOX_PADDING = 1.0
@@ -79,8 +109,19 @@ def neighbor_list(
         empty = np.zeros(0, dtype=np.int64)
         return NeighborList(empty, empty, np.zeros((0, 3), np.int64), np.zeros(0))
     box, origin = (cell, np.zeros(3)) if pbc.all() else _search_box(positions, cell, pbc)
-    i, j, shifts, d = _matscipy_neighbour_list(
-        "ijSd", positions=positions, cell=box, pbc=pbc, cutoff=float(cutoff),
-        cell_origin=origin,
-    )
+    if _backend == "vesin":
+        i, j, shifts, d = _vesin_pairs(positions - origin, box, pbc, float(cutoff))
+    else:
+        i, j, shifts, d = _matscipy_neighbour_list(
+            "ijSd", positions=positions, cell=box, pbc=pbc, cutoff=float(cutoff),
+            cell_origin=origin,
+        )
     return NeighborList(i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64), d)
+
+
+def _vesin_pairs(positions: np.ndarray, box: np.ndarray, pbc: np.ndarray, cutoff: float):
+    """vesin's full list of the same search box (positions relative to its origin)."""
+    from vesin import NeighborList as VesinList
+
+    return VesinList(cutoff=cutoff, full_list=True).compute(
+        points=positions, box=box, periodic=pbc.tolist(), quantities="ijSd")

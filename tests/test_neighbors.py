@@ -9,6 +9,7 @@ from ase.build import bulk, fcc111, molecule
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from ase_mpnn import MPNNCalculator
+from ase_mpnn import neighbors
 from ase_mpnn.neighbors import neighbor_list
 
 
@@ -31,9 +32,26 @@ CASES = {
     "triclinic": (triclinic, 5.0),
     "slab": (slab, 5.0),
     "molecule": (lambda: molecule("CH3CH2OH"), 3.0),
+    "molecule_far_from_origin": (lambda: _shifted(molecule("CH3CH2OH"), [120.0, -40.0, 15.0]),
+                                 3.0),
     "wire": (lambda: Atoms("Cu2", positions=[[0, 0, 0], [1.3, 1.2, 0.4]], cell=[2.5, 0, 0],
                            pbc=[True, False, False]), 5.0),
 }
+
+
+def _shifted(atoms: Atoms, by) -> Atoms:
+    atoms.positions += by
+    return atoms
+
+
+@pytest.fixture(params=neighbors.BACKENDS)
+def backend(request):
+    if request.param == "vesin" and not neighbors.vesin_available():
+        pytest.skip("vesin is not installed")
+    before = neighbors.get_neighbor_backend()
+    neighbors.set_neighbor_backend(request.param)
+    yield request.param
+    neighbors.set_neighbor_backend(before)
 
 
 def as_set(i, j, shifts) -> set:
@@ -41,7 +59,7 @@ def as_set(i, j, shifts) -> set:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_equals_ase_neighbor_list(name):
+def test_equals_ase_neighbor_list(name, backend):
     atoms, cutoff = CASES[name][0](), CASES[name][1]
     nl = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
     i, j, shifts, d = ase_neighbor_list("ijSd", atoms, cutoff)
@@ -51,7 +69,12 @@ def test_equals_ase_neighbor_list(name):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), nl.distances, rtol=1e-12)
 
 
-def test_small_cell_has_self_images():
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="matscipy"):
+        neighbors.set_neighbor_backend("cellist9000")
+
+
+def test_small_cell_has_self_images(backend):
     atoms = bulk("Cu", "fcc", a=3.6)  # one atom, cutoff 6 A: 78 images of itself
     nl = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 6.0)
     assert (nl.centers == 0).all() and (nl.neighbors == 0).all()
