@@ -160,3 +160,22 @@ def test_killing_the_client_then_rerunning_finishes_exactly_once(tmp_path):
     assert f"{stored} already in" in result.stdout
     rows = rows_by_id(db)
     assert len(rows) == 30 and all(r.status == "ok" for r in rows.values())
+
+
+def test_md_run_stores_final_frames(tmp_path):
+    structures = small_cells(4, seed=8)  # cells 0 and 3 hold one atom: MD refuses them
+    path = tmp_path / "md.extxyz"
+    write(path, structures)
+    db = tmp_path / "md.db"
+    counts = run("md", [path], db, MODEL, workers=0, progress=False,
+                 options={"steps": 10, "temperature_K": 500.0})
+    rows = rows_by_id(db)
+    single = [k for k, atoms in enumerate(structures) if len(atoms) < 2]
+    assert counts["failed"] == len(single) and counts["ok"] == 4 - len(single)
+    for k, atoms in enumerate(structures):
+        row = rows[f"md.extxyz:{k}"]
+        if k in single:
+            assert row.status == "failed" and "two atoms" in row.error
+        else:
+            assert row.status == "ok" and row.steps == 10
+            assert not np.allclose(row.positions, atoms.positions, atol=1e-6)  # it moved
