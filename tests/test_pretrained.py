@@ -38,4 +38,7 @@ def test_builtin_model_reproduces_its_test_errors(name, tmp_path):
     metrics = evaluate(potential, GraphCache(test, potential.cutoff, potential.species),
                        config["batch_size"], getattr(torch, config["dtype"]))
     for key in ("energy_mae", "forces_mae", "stress_mae"):
+        if key not in manifest["test_metrics"]:  # molecules: no stress
+            assert key not in metrics
+            continue
         assert metrics[key] == pytest.approx(manifest["test_metrics"][key], rel=1e-3), key
