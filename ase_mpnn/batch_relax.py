@@ -95,7 +95,7 @@ def relax_batch(
         ``converged`` and ``seconds`` (wall time from entering to leaving the batch); a
         structure that fails its checks or whose forces turn non-finite gets ``error``.
     """
-    potential, _ = load_potential(model, device, dtype)
+    potential = load_potential(model, device, dtype)
     weights = next(potential.parameters())
     copies = [to_atoms(s).copy() for s in structures]
     checked = prepare(copies, potential, min_distance, errors="store")
@@ -123,7 +123,10 @@ def relax_batch(
             index = waiting.popleft()
             active.append(_Relaxation(index, copies[index], cell_filter, optimizer_kwargs or {}))
             n_atoms += len(copies[index])
-        parts = prepare([job.atoms for job in active], potential, min_distance, errors="store")
+        # a structure's first evaluation reuses the arrays of the up-front checks
+        parts = [checked[job.index] if job.steps == 0 and not job.result
+                 else prepare([job.atoms], potential, min_distance, errors="store")[0]
+                 for job in active]
         still = []
         for job, part in zip(active, parts):
             if isinstance(part, str):  # e.g. atoms driven on top of each other

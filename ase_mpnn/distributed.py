@@ -213,10 +213,7 @@ def failed_chunk(chunk: list[tuple[str, Atoms]], exc: BaseException) -> list[tup
 
 
 def _as_outcome(outcome: dict[str, Any]) -> dict[str, Any]:
-    """Relax outcomes carry forces etc. at top level; the database reads atoms' results."""
-    atoms = outcome["atoms"]
-    if "energy" not in outcome and atoms.calc is not None and not outcome.get("error"):
-        outcome = {**outcome, "energy": atoms.get_potential_energy()}
-    if outcome.get("error") is None and not np.isfinite(outcome.get("energy", 0.0)):
-        outcome = {**outcome, "error": "non-finite energy"}
+    """A result whose energy is not finite is stored as a failure."""
+    if outcome.get("error") is None and not np.isfinite(outcome.get("energy", np.nan)):
+        return {**outcome, "error": "non-finite energy"}
     return outcome

@@ -31,11 +31,11 @@ MAX_EDGES = 262_144
 
 
 def load_potential(model: ModelSource | MPNNCalculator, device: str = "auto",
-                   dtype: str = "float64") -> tuple[Potential, dict[str, Any]]:
-    """(frozen potential, calculator parameters) for a model object, file path, built-in
-    name or an existing MPNNCalculator; files are read once per process (cached)."""
+                   dtype: str = "float64") -> Potential:
+    """The frozen potential of a model object, file path, built-in name or an existing
+    MPNNCalculator; files are read once per process (cached)."""
     calc = model if isinstance(model, MPNNCalculator) else MPNNCalculator(model, device, dtype)
-    return calc.potential, calc.parameters
+    return calc.potential
 
 
 def chunks_by_budget(atoms_per_item: Sequence[int], edges_per_item: Sequence[int],
@@ -130,7 +130,7 @@ def evaluate(
     """
     if errors not in ("raise", "store"):
         raise ValueError(f"errors must be 'raise' or 'store', got {errors!r}")
-    potential, _ = load_potential(model, device, dtype)
+    potential = load_potential(model, device, dtype)
     weights = next(potential.parameters())
     torch_dtype, torch_device = weights.dtype, weights.device
     prepared = prepare(structures, potential, min_distance, errors)

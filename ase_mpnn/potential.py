@@ -66,15 +66,14 @@ def edge_geometry(graph: Graph, positions: torch.Tensor, cell: torch.Tensor) -> 
 
 def drop_edges_beyond(graph: Graph, cutoff: float) -> Graph:
     """Keep only the edges shorter than ``cutoff`` (a list built with a Verlet skin holds
-    more). Done before the differentiable geometry, so every kept edge's vector and length
-    derive from the positions (and strain) in the usual way."""
-    with torch.no_grad():
-        lengths = edge_geometry(graph, graph[keys.POSITIONS], graph[keys.CELL])[keys.EDGE_LENGTHS]
-        keep = torch.nonzero(lengths < cutoff).squeeze(1)
+    more). Needs EDGE_VECTORS; the kept vectors keep their autograd history and the lengths
+    are recomputed from them, so derivatives with respect to EDGE_VECTORS stay complete."""
+    keep = torch.nonzero(graph[keys.EDGE_LENGTHS] < cutoff).squeeze(1)
     graph = dict(graph)
     graph[keys.EDGE_INDEX] = graph[keys.EDGE_INDEX].index_select(1, keep)
     graph[keys.CELL_SHIFTS] = graph[keys.CELL_SHIFTS].index_select(0, keep)
-    del graph[keys.LIST_CUTOFF]
+    graph[keys.EDGE_VECTORS] = graph[keys.EDGE_VECTORS].index_select(0, keep)
+    graph[keys.EDGE_LENGTHS] = torch.linalg.vector_norm(graph[keys.EDGE_VECTORS], dim=-1)
     return graph
 
 
@@ -193,8 +192,6 @@ class Potential(nn.Module):
         Returns:
             dict with ENERGY (n_graphs,), ATOMIC_ENERGIES (n_atoms,) and those requested.
         """
-        if keys.LIST_CUTOFF in graph:  # built with a Verlet skin
-            graph = drop_edges_beyond(graph, self.cutoff)
         batch, n_graphs = graph[keys.BATCH], graph[keys.CELL].shape[0]
         positions, cell = graph[keys.POSITIONS], graph[keys.CELL]
         wants_strain = stress or atomic_stresses
@@ -208,6 +205,8 @@ class Potential(nn.Module):
                 positions = positions + torch.einsum("ni,nij->nj", positions, symmetric[batch])
                 cell = cell + cell @ symmetric
             graph = edge_geometry(graph, positions, cell)
+            if keys.LIST_CUTOFF in graph:  # built with a Verlet skin
+                graph = drop_edges_beyond(graph, self.cutoff)
             energies = self.atomic_energies_of(graph)
             energy = scatter_sum(energies, batch, n_graphs)
             wrt = {"forces": positions if forces else None, "stress": strain,

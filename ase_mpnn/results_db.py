@@ -13,6 +13,7 @@ steps, seconds, model, model_sha256, package, energy_per_atom (eV/atom); the str
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -45,8 +46,7 @@ def read_inputs(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Atoms]]:
             raise ASEMPNNError(f"cannot read structures from {path}: {exc}") from exc
         for k, atoms in enumerate(frames):
             items.append((str(atoms.info.get("input_id", f"{path.name}:{k}")), atoms))
-    ids = [i for i, _ in items]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    duplicates = sorted(i for i, n in Counter(i for i, _ in items).items() if n > 1)
     if duplicates:
         raise ASEMPNNError(f"input ids must be unique; repeated: {duplicates[:5]}")
     return items
@@ -61,10 +61,9 @@ class ResultsDB:
             Path(self.url).parent.mkdir(parents=True, exist_ok=True)
         self.db = ase.db.connect(self.url, append=True)
 
-    def done_ids(self, include_failed: bool = True) -> set[str]:
-        """input_ids already stored (optionally only the successful ones)."""
-        query = "" if include_failed else "status=ok"
-        return {row.input_id for row in self.db.select(query)}
+    def done_ids(self) -> set[str]:
+        """input_ids already stored, failed ones included."""
+        return {row.input_id for row in self.db.select()}
 
     def forget_failed(self) -> int:
         """Delete the rows of failed structures (to run them again); returns how many."""
