@@ -289,3 +289,70 @@ def test_scalar_input_convolution_equals_the_e3nn_tensor_product(irreps_sh, keep
     reference = torch.zeros(5, conv.tp.irreps_out.dim, dtype=torch.float64).index_add_(
         0, centers, conv.tp(h[neighbors], sh, weights))
     torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("irreps_in, irreps_sh, keep", [
+    ("6x0e", "0e + 1o + 2e + 3o", "0e + 1o + 2e + 3o"),  # MACE's scalar features
+    ("6x0e + 6x1o", "0e + 1o", "0e + 1o + 1e"),  # NequIP, l_max 1
+    ("6x0e + 6x1o + 6x2e", "0e + 1o + 2e", "2e + 0e + 1o"),  # output order != input order
+    ("6x1o + 6x0e", "0e + 1o + 2e", "0e"),  # unsorted input irreps, one output
+])
+def test_neighbor_matrix_convolution_equals_the_e3nn_tensor_product(irreps_in, irreps_sh, keep,
+                                                                    monkeypatch):
+    """The bmm-over-slots convolution gives e3nn's TensorProduct summed over edges, 1e-12,
+    with edges unsorted and atoms of different neighbour counts (padded slots)."""
+    from ase_mpnn.nn import neighbor_matrix
+    from ase_mpnn.nn.neighbor_matrix import neighbor_slots, to_slots
+
+    monkeypatch.setattr(neighbor_matrix, "MAX_PADDING", 100.0)  # however uneven the rows
+
+    irreps_in, irreps_sh = o3.Irreps(irreps_in), o3.Irreps(irreps_sh)
+    keep = [ir for _, ir in o3.Irreps(keep)]
+    conv = equivariant.EquivariantConvolution(irreps_in, irreps_sh, keep, n_basis=4,
+                                              radial_hidden=8, radial_layers=1,
+                                              avg_num_neighbors=3.0).double()
+    exact_constants_(conv)  # the reference's own Wigner 3j tables at float64
+    assert conv.matrix is not None
+    generator = torch.Generator().manual_seed(0)
+    n_atoms, n_edges = 5, 17
+    h = torch.randn(n_atoms, irreps_in.dim, dtype=torch.float64, generator=generator)
+    sh = torch.randn(n_edges, irreps_sh.dim, dtype=torch.float64, generator=generator)
+    weights = torch.randn(n_edges, conv.tp.weight_numel, dtype=torch.float64,
+                          generator=generator)
+    neighbors = torch.randint(0, n_atoms, (n_edges,), generator=generator)
+    centers = torch.randint(0, n_atoms, (n_edges,), generator=generator)
+    positions, n_slots = neighbor_slots(centers, n_atoms)
+    assert n_atoms * n_slots > n_edges  # some slots are padding
+    rows = n_atoms * n_slots
+    fast = conv._matrix_convolution(h, to_slots(sh, positions, rows),
+                                    to_slots(weights, positions, rows),
+                                    to_slots(neighbors, positions, rows), n_slots)
+    reference = torch.zeros(n_atoms, conv.tp.irreps_out.dim, dtype=torch.float64).index_add_(
+        0, centers, conv.tp(h[neighbors], sh, weights))
+    torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_neighbor_slots_keep_each_edge_once_in_its_atoms_row():
+    from ase_mpnn.nn.neighbor_matrix import neighbor_slots
+
+    centers = torch.tensor([2, 0, 2, 2, 1, 0])
+    positions, n_slots = neighbor_slots(centers, 4)
+    assert n_slots == 3
+    assert sorted(positions.tolist()) == sorted(set(positions.tolist()))
+    assert torch.equal(positions // n_slots, centers)
+    assert neighbor_slots(torch.tensor([0, 0, 0, 0]), 8) is None  # 8 x 4 slots for 4 edges
+    assert neighbor_slots(torch.zeros(0, dtype=torch.int64), 3) is None
+
+
+@pytest.mark.parametrize("cls", [NequIP, MACE])
+def test_neighbor_matrix_and_edge_paths_give_the_same_results(cls, monkeypatch):
+    """Energy, forces and stress agree to 1e-12 whichever layout the convolutions use."""
+    from ase_mpnn.nn import neighbor_matrix
+
+    potential = make_potential(cls).double()
+    graph = build_graph(rattled_triclinic_cell(SPECIES), 4.0, SPECIES, dtype=torch.float64)
+    matrix = potential(graph, forces=True, stress=True)
+    monkeypatch.setattr(neighbor_matrix, "MAX_PADDING", 0.0)
+    edges = potential(graph, forces=True, stress=True)
+    for key in (keys.ENERGY, keys.FORCES, keys.STRESS):
+        torch.testing.assert_close(matrix[key], edges[key], rtol=1e-12, atol=1e-12)

@@ -279,9 +279,10 @@ class MACELayer(nn.Module):
             irreps_in, species_irreps(n_species), irreps_out)
         self.irreps_out = o3.Irreps(irreps_out)
 
-    def forward(self, h, onehot, species, sh, basis, envelope, centers, neighbors):
+    def forward(self, h, onehot, species, sh, basis, envelope, centers, neighbors, slots=0):
         """h (n_atoms, irreps_in.dim) -> (n_atoms, irreps_out.dim)."""
-        a = self.linear_a(self.conv(self.linear_up(h), sh, basis, envelope, centers, neighbors))
+        a = self.linear_a(self.conv(self.linear_up(h), sh, basis, envelope, centers, neighbors,
+                                    slots))
         out = self.linear_out(self.product(a, species))
         if self.self_connection is not None:
             out = out + self.self_connection(h, onehot)
@@ -377,7 +378,7 @@ class MACE(ExactConstantsMixin, AtomisticModel):
         features = []
         for layer in self.layers:
             h = layer(h, x["onehot"], x["species"], x["sh"], x["basis"], x["envelope"],
-                      x["centers"], x["neighbors"])
+                      x["centers"], x["neighbors"], x["slots"])
             features.append(h)
         return features
 

@@ -137,9 +137,9 @@ class NequIPLayer(nn.Module):
         self.register_buffer("residual_index", torch.tensor(index, dtype=torch.int64),
                              persistent=False)
 
-    def forward(self, h, onehot, sh, basis, envelope, centers, neighbors):
+    def forward(self, h, onehot, sh, basis, envelope, centers, neighbors, slots=0):
         """h (n_atoms, irreps_in.dim) -> (n_atoms, irreps_out.dim)."""
-        x = self.conv(self.linear_1(h), sh, basis, envelope, centers, neighbors)
+        x = self.conv(self.linear_1(h), sh, basis, envelope, centers, neighbors, slots)
         out = self.gate(self.linear_2(x) + self.self_connection(h, onehot))
         padded = torch.cat([h, h.new_zeros(h.shape[0], 1)], dim=1)
         return out + padded.index_select(1, self.residual_index)
@@ -221,7 +221,7 @@ class NequIP(ExactConstantsMixin, AtomisticModel):
         features = []
         for layer in self.layers:
             h = layer(h, x["onehot"], x["sh"], x["basis"], x["envelope"], x["centers"],
-                      x["neighbors"])
+                      x["neighbors"], x["slots"])
             features.append(h)
         return features
 

@@ -34,6 +34,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from .neighbor_matrix import CouplingTables, neighbor_slots, to_slots
 from .radial import BesselBasis, PolynomialCutoff
 from .scatter import scatter_sum
 
@@ -185,6 +186,7 @@ class RadialEmbedding(nn.Module):
 
     def __init__(self, cutoff: float, n_basis: int, p: int):
         super().__init__()
+        self.cutoff = float(cutoff)
         self.basis = BesselBasis(n_basis, cutoff)
         self.envelope = PolynomialCutoff(cutoff, p)
         grid = torch.linspace(0.25 * cutoff, cutoff, 1001, dtype=torch.float64)
@@ -214,22 +216,35 @@ class NormalizedSiLU(nn.Module):
 
 
 def graph_inputs(graph: dict, sh: "EdgeSphericalHarmonics", radial: "RadialEmbedding",
-                 n_species: int) -> dict[str, torch.Tensor]:
+                 n_species: int, neighbor_matrix: bool = True) -> dict[str, torch.Tensor]:
     """What every equivariant layer reads from a graph that carries edge geometry.
 
-    Returns species (n_atoms,), one-hot species (n_atoms, n_species), spherical harmonics
-    sh (n_edges, irreps_sh.dim), radial basis (n_edges, n_basis), envelope (n_edges,),
-    centers and neighbors (n_edges,).
+    Returns species (n_atoms,), one-hot species (n_atoms, n_species), and per row r:
+    spherical harmonics sh (rows, irreps_sh.dim), radial basis (rows, n_basis), envelope
+    (rows,), centers and neighbors (rows,); slots is 0 when the rows are the edges, or
+    n_slots when they are the (n_atoms, n_slots) neighbour matrix of
+    ``ase_mpnn.nn.neighbor_matrix`` (row i * n_slots + s: the s-th edge of atom i; padded
+    rows lie beyond the cutoff, so their envelope, and every message they carry, is zero).
     """
     from .. import keys
 
     species = graph[keys.SPECIES]
     centers, neighbors = graph[keys.EDGE_INDEX]
-    harmonics = sh(graph[keys.EDGE_VECTORS])
-    basis, envelope = radial(graph[keys.EDGE_LENGTHS])
+    vectors, lengths = graph[keys.EDGE_VECTORS], graph[keys.EDGE_LENGTHS]
+    n_atoms, n_slots = species.shape[0], 0
+    slots = neighbor_slots(centers, n_atoms) if neighbor_matrix else None
+    if slots is not None:
+        positions, n_slots = slots
+        rows, far = n_atoms * n_slots, 2.0 * radial.cutoff
+        vectors = to_slots(vectors, positions, rows, vectors.new_tensor([far, 0.0, 0.0]))
+        lengths = to_slots(lengths, positions, rows, far)
+        neighbors = to_slots(neighbors, positions, rows, 0)
+        centers = torch.arange(n_atoms, device=centers.device).repeat_interleave(n_slots)
+    harmonics = sh(vectors)
+    basis, envelope = radial(lengths)
     onehot = nn.functional.one_hot(species, n_species).to(harmonics.dtype)
     return {"species": species, "onehot": onehot, "sh": harmonics, "basis": basis,
-            "envelope": envelope, "centers": centers, "neighbors": neighbors}
+            "envelope": envelope, "centers": centers, "neighbors": neighbors, "slots": n_slots}
 
 
 class RadialMLP(nn.Module):
@@ -253,8 +268,16 @@ class RadialMLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, basis: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
-        """basis (n_edges, n_basis), envelope (n_edges,) -> (n_edges, n_out)."""
-        return self.net(basis) * envelope[:, None]
+        """basis (n_edges, n_basis), envelope (n_edges,) or None -> (n_edges, n_out)."""
+        x = basis
+        for module in self.net:
+            if isinstance(module, NormalizedSiLU):  # its scale goes into the next weights
+                x = nn.functional.silu(x)
+                scale = module.scale
+            else:
+                x = nn.functional.linear(x, module.weight * scale if x is not basis
+                                         else module.weight)
+        return x if envelope is None else x * envelope[:, None]
 
 
 class EquivariantConvolution(nn.Module):
@@ -308,6 +331,7 @@ class EquivariantConvolution(nn.Module):
         self.radial = RadialMLP(n_basis, self.tp.weight_numel, radial_hidden, radial_layers)
         self.inv_avg_num_neighbors = 1.0 / float(avg_num_neighbors)
         self.scalar_paths = self._scalar_paths(o3.Irreps(irreps_sh))
+        self.matrix = self._matrix_tables()
 
     def _scalar_paths(self, irreps_sh: o3.Irreps) -> dict[str, torch.Tensor | list] | None:
         """For scalar inputs (one block mul x 0e), the index tables of the product fast path.
@@ -339,6 +363,53 @@ class EquivariantConvolution(nn.Module):
         self._exact_constants = {"_column_scale": torch.tensor(scale, dtype=torch.float64)}
         return {"widths": widths}
 
+    def _matrix_tables(self) -> dict[str, int | bool] | None:
+        """Buffers of the neighbour-matrix path (``ase_mpnn.nn.neighbor_matrix``); None
+        when the paths' multiplicities differ (then only the edge paths are used)."""
+        try:
+            tables = CouplingTables(self.tp, exact_constants_)
+        except ValueError:
+            return None
+        as_index = lambda values: torch.tensor(values, dtype=torch.int64)  # noqa: E731
+        self.register_buffer("_in_permutation", as_index(tables.in_permutation), persistent=False)
+        self.register_buffer("_path_of_q", as_index(tables.path_of_q), persistent=False)
+        self.register_buffer("_column_of_q", as_index(tables.column_of_q), persistent=False)
+        self.register_buffer("_out_permutation", as_index(tables.out_permutation),
+                             persistent=False)
+        self.register_buffer("_coupling", tables.coupling.to(torch.get_default_dtype()),
+                             persistent=False)
+        self._exact_constants = {**getattr(self, "_exact_constants", {}),
+                                 "_coupling": tables.coupling}
+        n_q = len(tables.path_of_q)
+        # scalar inputs: q = path, one input column, so a = w * h by broadcasting
+        scalar = tables.path_of_q == list(range(n_q)) and set(tables.column_of_q) == {0}
+        return {"mul": tables.mul, "n_q": n_q, "n_p": tables.coupling.shape[1],
+                "scalar": scalar}
+
+    def _matrix_convolution(self, h: torch.Tensor, sh: torch.Tensor, weights: torch.Tensor,
+                            neighbors: torch.Tensor, n_slots: int) -> torch.Tensor:
+        """The summed tensor product on the neighbour matrix, (n_atoms, irreps_out.dim).
+
+        a[r, (k, m1), u] = w_r[k, u] h_j(r)[u, m1] on the rows, one bmm per atom over its
+        slots against Y, then the Clebsch-Gordan coupling on the atoms (module docstring of
+        ``ase_mpnn.nn.neighbor_matrix``).
+        """
+        n_atoms, rows = h.shape[0], neighbors.shape[0]
+        mul, n_q, n_p = self.matrix["mul"], self.matrix["n_q"], self.matrix["n_p"]
+        h_rows = h.index_select(1, self._in_permutation).index_select(0, neighbors)
+        h_rows = h_rows.view(rows, -1, mul)  # (rows, sum of m1 over input irreps, mul)
+        w = weights.view(rows, -1, mul)  # (rows, paths, mul)
+        if self.matrix["scalar"]:
+            a = w * h_rows
+        else:
+            a = w.index_select(1, self._path_of_q) * h_rows.index_select(1, self._column_of_q)
+        # the narrow Y is the transposed operand: a (rows x Q * mul) is never copied
+        y = sh.view(n_atoms, n_slots, -1).transpose(1, 2)  # (n_atoms, D, slots)
+        s = torch.bmm(y, a.view(n_atoms, n_slots, n_q * mul))  # (n_atoms, D, Q * mul)
+        s = s.view(n_atoms, -1, n_q, mul).permute(0, 3, 2, 1).reshape(n_atoms * mul, -1)
+        out = (s @ self._coupling).view(n_atoms, mul * n_p)  # [u][(k, m3)]
+        return out.index_select(1, self._out_permutation)
+
     def _scalar_convolution(self, h_neighbors: torch.Tensor, sh: torch.Tensor,
                             weights: torch.Tensor, centers: torch.Tensor,
                             n_atoms: int) -> torch.Tensor:
@@ -366,8 +437,19 @@ class EquivariantConvolution(nn.Module):
         envelope: torch.Tensor,
         centers: torch.Tensor,
         neighbors: torch.Tensor,
+        slots: int = 0,
     ) -> torch.Tensor:
-        """h (n_atoms, irreps_in.dim), sh (n_edges, irreps_sh.dim) -> (n_atoms, irreps_out.dim)."""
+        """h (n_atoms, irreps_in.dim), sh (rows, irreps_sh.dim) -> (n_atoms, irreps_out.dim).
+
+        Rows are edges (slots = 0) or the neighbour matrix's (n_atoms * slots), as
+        ``graph_inputs`` gives them; both give the same sums.
+        """
+        if slots and self.matrix is not None:
+            # the message is bilinear in weights and Y: the envelope goes on the narrower Y
+            weights = self.radial(basis, None)
+            summed = self._matrix_convolution(h, sh * envelope[:, None], weights, neighbors,
+                                              slots)
+            return summed * self.inv_avg_num_neighbors
         weights = self.radial(basis, envelope)
         h_neighbors = h.index_select(0, neighbors)
         if self.scalar_paths is not None:
