@@ -22,6 +22,7 @@ padding would more than double the rows, the edge formulation is used instead.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from e3nn import o3
@@ -81,7 +82,7 @@ class CouplingTables:
         out_permutation: (irreps_out.dim,) columns of [u][(k, m3)] in e3nn's output order.
     """
 
-    def __init__(self, tp: o3.TensorProduct, exact: "callable"):
+    def __init__(self, tp: o3.TensorProduct, exact: Callable[[torch.nn.Module], None]):
         muls = {ins.path_shape[0] for ins in tp.instructions}
         if len(muls) != 1 or any(ins.connection_mode != "uvu" for ins in tp.instructions):
             raise ValueError("neighbour-matrix tables need uvu paths of one multiplicity")
@@ -108,7 +109,8 @@ class CouplingTables:
                     e3nn_column = out_starts[ins.i_out] + u * dim3 + m
                     self.out_permutation[e3nn_column] = u * n_p + p_of_path[k] + m
 
-    def _coupling(self, tp: o3.TensorProduct, exact) -> tuple[torch.Tensor, list[int]]:
+    def _coupling(self, tp: o3.TensorProduct,
+                  exact: Callable[[torch.nn.Module], None]) -> tuple[torch.Tensor, list[int]]:
         """Read C_k * path weight off a float64 copy of ``tp`` (exact Wigner 3j tables) by
         evaluating it on unit inputs: channel 0 of each input component m1 against each
         spherical-harmonic component m2, all radial weights one."""
