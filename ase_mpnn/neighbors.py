@@ -91,7 +91,8 @@ def _search_box(
 def neighbor_list(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
 ) -> NeighborList:
-    """All pairs closer than ``cutoff``, periodic images included, self-pairs excluded.
+    """All pairs closer than ``cutoff``, periodic images included, self-pairs excluded,
+    sorted by the centre atom i (the models process an atom's edges as one block).
 
     An atom may neighbour its own periodic image (cells smaller than the cutoff), in which
     case it appears with a non-zero shift. Positions outside the cell are fine.
@@ -123,5 +124,7 @@ def _vesin_pairs(positions: np.ndarray, box: np.ndarray, pbc: np.ndarray, cutoff
     """vesin's full list of the same search box (positions relative to its origin)."""
     from vesin import NeighborList as VesinList
 
-    return VesinList(cutoff=cutoff, full_list=True).compute(
+    i, j, shifts, d = VesinList(cutoff=cutoff, full_list=True).compute(
         points=positions, box=box, periodic=pbc.tolist(), quantities="ijSd")
+    order = np.argsort(i, kind="stable")  # vesin groups pairs by cell, not by centre
+    return i[order], j[order], shifts[order], d[order]

@@ -324,9 +324,10 @@ def test_neighbor_matrix_convolution_equals_the_e3nn_tensor_product(irreps_in, i
     positions, n_slots = neighbor_slots(centers, n_atoms)
     assert n_atoms * n_slots > n_edges  # some slots are padding
     rows = n_atoms * n_slots
-    fast = conv._matrix_convolution(h, to_slots(sh, positions, rows),
-                                    to_slots(weights, positions, rows),
-                                    to_slots(neighbors, positions, rows), n_slots)
+    fast = conv._matrix_block(h.index_select(1, conv._in_permutation),
+                              to_slots(sh, positions, rows),
+                              to_slots(weights, positions, rows),
+                              to_slots(neighbors, positions, rows), n_slots)
     reference = torch.zeros(n_atoms, conv.tp.irreps_out.dim, dtype=torch.float64).index_add_(
         0, centers, conv.tp(h[neighbors], sh, weights))
     torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-12)

@@ -135,6 +135,8 @@ class SymmetricContraction(nn.Module):
         n_species: elements, for the weights W[z].
     """
 
+    ATOMS_PER_BLOCK = 1024
+
     def __init__(self, n_channels: int, l_max: int, out_ls: Sequence[int], correlation: int,
                  n_species: int):
         super().__init__()
@@ -232,7 +234,17 @@ class SymmetricContraction(nn.Module):
         return blocks
 
     def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        """a (n_atoms, irreps_in.dim), species (n_atoms,) -> (n_atoms, irreps_out.dim)."""
+        """a (n_atoms, irreps_in.dim), species (n_atoms,) -> (n_atoms, irreps_out.dim).
+
+        Atoms are taken in blocks of ATOMS_PER_BLOCK: the (atoms x channels, monomials)
+        intermediates stay cache-sized, so the time per atom does not grow with the cell.
+        """
+        if a.shape[0] <= self.ATOMS_PER_BLOCK:
+            return self._contract(a, species)
+        return torch.cat([self._contract(a_block, s_block) for a_block, s_block in
+                          zip(a.split(self.ATOMS_PER_BLOCK), species.split(self.ATOMS_PER_BLOCK))])
+
+    def _contract(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         n = a.shape[0]
         outputs = []
         for block, weights in zip(self.coupled(a), self.weights):

@@ -35,6 +35,7 @@ from torch import nn
 
 from .. import keys
 from ..nn import make_envelope, make_radial_basis, mlp
+from ..nn.chunks import atom_chunks, map_chunks, split_edges
 from ..nn.message_passing import make_aggregation
 from .base import AtomisticModel, check_positive_ints, register_architecture
 
@@ -49,11 +50,22 @@ class LinearMessage(nn.Module):
         super().__init__()
         self.linear = nn.Linear(n_features, width, bias=False)
 
-    def forward(self, h, edges, centers, neighbors):
-        return self.linear(h).index_select(0, neighbors)  # project first: n_atoms rows, not n_edges
+    def project(self, h):
+        return self.linear(h)  # project first: n_atoms rows, not n_edges
+
+    def forward(self, p, edges, centers, neighbors):
+        return p.index_select(0, neighbors)
 
 
-class MLPMessage(nn.Module):
+class NodeProjection:
+    """Messages read node features through ``project(h)``, computed once per layer on the
+    atoms; ``forward(p, edges, centers, neighbors)`` then works on any block of edges."""
+
+    def project(self, h):
+        return h
+
+
+class MLPMessage(NodeProjection, nn.Module):
     """m_uv = MLP([h_v; h_u; e_uv])."""
 
     def __init__(self, n_features: int, n_edge: int, width: int, activation: str):
@@ -73,11 +85,14 @@ class FilterMessage(nn.Module):
         self.in2f = nn.Linear(n_features, width, bias=False)
         self.filter_net = mlp([n_edge, width, width], activation)
 
-    def forward(self, h, edges, centers, neighbors):
-        return self.in2f(h).index_select(0, neighbors) * self.filter_net(edges)
+    def project(self, h):
+        return self.in2f(h)
+
+    def forward(self, p, edges, centers, neighbors):
+        return p.index_select(0, neighbors) * self.filter_net(edges)
 
 
-class GatedMessage(nn.Module):
+class GatedMessage(NodeProjection, nn.Module):
     """m_uv = sigmoid(W_f z + b_f) * softplus(W_s z + b_s), z = [h_v; h_u; e_uv] (CGCNN)."""
 
     def __init__(self, n_features: int, n_edge: int, width: int, activation: str):
@@ -173,13 +188,30 @@ class MessagePassingLayer(nn.Module):
         self.edge_update = (mlp([2 * n_features + n_edge, n_edge, n_edge], activation)
                             if edge_updates else None)
 
-    def forward(self, h, edges, weight, centers, neighbors):
-        """h (n_atoms, F), edges (n_edges, n_edge), weight (n_edges,) -> (h', edges')."""
-        messages = self.message(h, edges, centers, neighbors)
-        h_new = self.update(h, self.aggregate(messages, weight, centers, h.shape[0]))
+    def forward(self, h, edges, weight, centers, neighbors, chunks=None):
+        """h (n_atoms, F), edges (n_edges, n_edge), weight (n_edges,) -> (h', edges').
+
+        ``chunks`` (from ase_mpnn.nn.chunks.atom_chunks) splits the edge work into blocks
+        of whole atoms; the results do not depend on it.
+        """
+        n_atoms = h.shape[0]
+        chunks = chunks or [(0, n_atoms, 0, centers.shape[0])]
+        p = self.message.project(h)
+        pieces = split_edges(chunks, edges, weight, centers, neighbors)
+
+        def aggregate(k):
+            e, w, c, n = pieces[k]
+            a0, a1 = chunks[k][:2]
+            return self.aggregate(self.message(p, e, c, n), w, c - a0, a1 - a0)
+
+        h_new = self.update(h, map_chunks(aggregate, chunks))
         if self.edge_update is not None:
-            z = torch.cat([h.index_select(0, centers), h.index_select(0, neighbors), edges], -1)
-            edges = edges + self.edge_update(z)
+            def edge_update(k):
+                e, _, c, n = pieces[k]
+                z = torch.cat([h.index_select(0, c), h.index_select(0, n), e], -1)
+                return e + self.edge_update(z)
+
+            edges = map_chunks(edge_update, chunks)
         return h_new, edges
 
 
@@ -251,6 +283,7 @@ class MPNN(AtomisticModel):
         centers, neighbors = graph[keys.EDGE_INDEX]
         edges, weight = self.radial_basis(r), self.envelope(r)
         h = self.embedding(graph[keys.SPECIES])
+        chunks = atom_chunks(centers, h.shape[0])
         for layer in self.interactions:
-            h, edges = layer(h, edges, weight, centers, neighbors)
+            h, edges = layer(h, edges, weight, centers, neighbors, chunks)
         return self.readout(h).squeeze(-1)

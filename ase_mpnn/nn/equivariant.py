@@ -34,6 +34,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from .chunks import map_chunks, split_edges, uniform_chunks
 from .neighbor_matrix import CouplingTables, neighbor_slots, to_slots
 from .radial import BesselBasis, PolynomialCutoff
 from .scatter import scatter_sum
@@ -386,17 +387,20 @@ class EquivariantConvolution(nn.Module):
         return {"mul": tables.mul, "n_q": n_q, "n_p": tables.coupling.shape[1],
                 "scalar": scalar}
 
-    def _matrix_convolution(self, h: torch.Tensor, sh: torch.Tensor, weights: torch.Tensor,
-                            neighbors: torch.Tensor, n_slots: int) -> torch.Tensor:
-        """The summed tensor product on the neighbour matrix, (n_atoms, irreps_out.dim).
+    def _matrix_block(self, h_permuted: torch.Tensor, sh: torch.Tensor, weights: torch.Tensor,
+                      neighbors: torch.Tensor, n_slots: int) -> torch.Tensor:
+        """The summed tensor product on rows of the neighbour matrix, for the rows' atoms:
+        (rows // n_slots, irreps_out.dim).
 
         a[r, (k, m1), u] = w_r[k, u] h_j(r)[u, m1] on the rows, one bmm per atom over its
         slots against Y, then the Clebsch-Gordan coupling on the atoms (module docstring of
-        ``ase_mpnn.nn.neighbor_matrix``).
+        ``ase_mpnn.nn.neighbor_matrix``). ``h_permuted`` is all atoms' features with
+        columns in ``_in_permutation`` order.
         """
-        n_atoms, rows = h.shape[0], neighbors.shape[0]
+        rows = neighbors.shape[0]
+        n_atoms = rows // n_slots
         mul, n_q, n_p = self.matrix["mul"], self.matrix["n_q"], self.matrix["n_p"]
-        h_rows = h.index_select(1, self._in_permutation).index_select(0, neighbors)
+        h_rows = h_permuted.index_select(0, neighbors)
         h_rows = h_rows.view(rows, -1, mul)  # (rows, sum of m1 over input irreps, mul)
         w = weights.view(rows, -1, mul)  # (rows, paths, mul)
         if self.matrix["scalar"]:
@@ -445,11 +449,16 @@ class EquivariantConvolution(nn.Module):
         ``graph_inputs`` gives them; both give the same sums.
         """
         if slots and self.matrix is not None:
+            h_permuted = h.index_select(1, self._in_permutation)
+            chunks = uniform_chunks(h.shape[0], slots)
             # the message is bilinear in weights and Y: the envelope goes on the narrower Y
-            weights = self.radial(basis, None)
-            summed = self._matrix_convolution(h, sh * envelope[:, None], weights, neighbors,
-                                              slots)
-            return summed * self.inv_avg_num_neighbors
+            pieces = split_edges(chunks, sh * envelope[:, None], basis, neighbors)
+
+            def block(k: int) -> torch.Tensor:
+                y, b, n = pieces[k]
+                return self._matrix_block(h_permuted, y, self.radial(b, None), n, slots)
+
+            return map_chunks(block, chunks) * self.inv_avg_num_neighbors
         weights = self.radial(basis, envelope)
         h_neighbors = h.index_select(0, neighbors)
         if self.scalar_paths is not None:
