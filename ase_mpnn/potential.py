@@ -21,6 +21,7 @@ sigma_i = (1/V) sum_{edges e at i} 1/2 sym(r_e (x) dE/dr_e); they sum to sigma.
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -164,11 +165,26 @@ class Potential(nn.Module):
             self.__dict__["_isolated_cache"] = cached
         return cached[1]
 
+    def with_compiled_model(self, **options) -> "Potential":
+        """A twin of this potential (same weights and buffers) whose model runs through
+        ``torch.compile(model, dynamic=True, **options)``.
+
+        Only the model (graph -> per-atom energies) is compiled; strain, edge geometry and
+        the autograd pass that gives forces and stress stay outside, so stress is exact by
+        the same construction. The first calls compile (tens of seconds on a CPU) and a
+        new graph shape may recompile once; the result is for long runs (MD) on one system
+        size. This potential itself is left unchanged.
+        """
+        twin = copy.copy(self)  # shares parameters, buffers and submodules
+        twin.__dict__["_model_call"] = torch.compile(self.model, dynamic=True, **options)
+        return twin
+
     def atomic_energies_of(self, graph: Graph) -> torch.Tensor:
         """E_i (n_atoms,) in eV for a graph that already carries edge geometry."""
         species = graph[keys.SPECIES]
         e_iso = self.isolated_atom_outputs(graph[keys.POSITIONS])
-        e = self.model(graph) - e_iso[species]
+        model = self.__dict__.get("_model_call") or self.model
+        e = model(graph) - e_iso[species]
         return self.scale[species] * e + self.shift[species] + self.atomic_energies[species]
 
     def forward(

@@ -1,0 +1,196 @@
+"""Worker of benchmarks/run.py: one architecture at one dtype, in its own process.
+
+    python benchmarks/_stages.py ARCH DTYPE --sizes 32 108 ... [--md 108 1372] [--threads 2]
+
+Prints one JSON object per line: a stage row per cell size (ascending, so the process's
+peak resident memory after each size is that size's peak), then an MD row per MD size.
+Its own process keeps peak-memory readings and thread settings separate per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from ase import units
+from ase.build import bulk
+from ase.md.langevin import Langevin
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _peer_worker import CUTOFF_A, SPECIES, build_ours  # noqa: E402
+
+from ase_mpnn import MPNNCalculator, keys, list_models  # noqa: E402
+from ase_mpnn._compat import thermalize  # noqa: E402
+from ase_mpnn.graph import collate  # noqa: E402
+from ase_mpnn.models import CGCNN, MPNN  # noqa: E402
+from ase_mpnn.neighbors import neighbor_list  # noqa: E402
+from ase_mpnn.results import split_results  # noqa: E402
+
+#: architectures at the peers' settings (schnet, mace, nequip: see _peer_worker.build_ours)
+ARCHITECTURES = ("schnet", "cgcnn", "mpnn", "nequip", "mace")
+
+
+def calculator(architecture: str, dtype: str, skin: float) -> MPNNCalculator:
+    """ase-mpnn's calculator for a random-weight model of ``architecture``, or for a
+    built-in model by name."""
+    if architecture in list_models():
+        return MPNNCalculator(architecture, device="cpu", dtype=dtype, skin=skin)
+    if architecture in ("schnet", "mace", "nequip"):
+        return build_ours(architecture, dtype, {"skin": skin})[0]
+    torch.manual_seed(0)
+    if architecture == "cgcnn":  # 64 features, 3 gated convolutions, 25 Gaussians
+        model = CGCNN(list(SPECIES), CUTOFF_A)
+    elif architecture == "mpnn":  # the seed chapter's generic MPNN: MLP messages, GRU update
+        model = MPNN(list(SPECIES), CUTOFF_A, n_features=64, n_layers=3, message="mlp",
+                     update="gru", aggregation="sum")
+    else:
+        raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
+    return MPNNCalculator(model, device="cpu", dtype=dtype, skin=skin)
+
+
+def cu_cell(n_atoms: int, seed: int = 0):
+    """A rattled fcc Cu cube (a = 3.61 A, 0.05 A rattle) of n_atoms = 4 k^3 atoms."""
+    k = round((n_atoms / 4) ** (1 / 3))
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(k)
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def best_ms(function: Callable[[], Any], budget_s: float, rounds: int = 3) -> float:
+    """Best over ``rounds`` of the mean time of ``function`` in ms, each round about
+    budget_s / rounds long (at least one call): robust to a noisy shared machine."""
+    start = time.perf_counter()
+    function()
+    once = time.perf_counter() - start
+    repeats = max(1, int(budget_s / rounds / max(once, 1e-6)))
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            function()
+        times.append((time.perf_counter() - start) / repeats * 1e3)
+    return min(times)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def stage_row(calc: MPNNCalculator, atoms, budget_s: float) -> dict[str, Any]:
+    """ms per stage of one energy+forces+stress call with a fresh neighbour list."""
+    potential, cutoff = calc.potential, calc.potential.cutoff
+    positions, cell, pbc = atoms.positions, atoms.cell.array, atoms.pbc
+    pairs = neighbor_list(positions, cell, pbc, cutoff)
+    arrays = calc.neighbors.arrays(atoms)
+    graph = collate([arrays], dtype=calc.dtype, device=calc.device)
+
+    def forward():
+        with torch.no_grad():
+            return potential(graph, forces=False)
+
+    def forward_backward():
+        return potential(graph, forces=True, stress=True)
+
+    out = forward_backward()
+    ms = {
+        "neighbor_list": best_ms(lambda: neighbor_list(positions, cell, pbc, cutoff), budget_s),
+        "graph": best_ms(lambda: collate([arrays], dtype=calc.dtype, device=calc.device),
+                         budget_s),
+        "forward": best_ms(forward, budget_s),
+        "forward_backward": best_ms(forward_backward, budget_s),
+        "to_numpy": best_ms(lambda: split_results(out, [len(atoms)], [True]), budget_s),
+        "call": best_ms(lambda: calc.calculate(atoms, ["energy", "forces", "stress"]),
+                        2 * budget_s),
+    }
+    ms["backward"] = max(0.0, ms["forward_backward"] - ms["forward"])
+    return {"kind": "stages", "atoms": len(atoms), "edges": len(pairs.i), **ms,
+            "us_per_atom": 1e3 * ms["call"] / len(atoms),
+            "outside_share": max(0.0, 1.0 - ms["forward_backward"] / ms["call"]),
+            "energy_per_atom": float(out[keys.ENERGY].sum()) / len(atoms),
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def scale_row(calc: MPNNCalculator, n_atoms: int) -> dict[str, Any]:
+    """One energy+forces+stress call on a large cell after a warm-up call: seconds, time
+    per atom and the process's peak resident memory."""
+    atoms = cu_cell(n_atoms)
+    calc.calculate(atoms, ["energy", "forces", "stress"])
+    start = time.perf_counter()
+    calc.calculate(atoms, ["energy", "forces", "stress"])
+    seconds = time.perf_counter() - start
+    edges = len(neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc,
+                              calc.potential.cutoff).i)
+    return {"kind": "scale", "atoms": n_atoms, "edges": edges, "seconds": seconds,
+            "us_per_atom": 1e6 * seconds / n_atoms, "peak_rss_mb": peak_rss_mb(),
+            "energy_per_atom": calc.results["energy"] / n_atoms,
+            "max_force": float(np.abs(calc.results["forces"]).max())}
+
+
+def md_row(architecture: str, dtype: str, n_atoms: int, budget_s: float) -> dict[str, Any]:
+    """Langevin NVT (2 fs, 600 K) steps per second with the default Verlet skin, and the
+    share of each step spent building or checking neighbour lists."""
+    atoms = cu_cell(n_atoms)
+    calc = calculator(architecture, dtype, skin=0.5)
+    atoms.calc = calc
+    thermalize(atoms, 600, seed=0)
+    dynamics = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.02, fixcm=False,
+                        rng=np.random.default_rng(0))
+    dynamics.run(3)
+    neighbor_seconds = [0.0]
+    arrays = calc.neighbors.arrays
+
+    def timed_arrays(structure):
+        start = time.perf_counter()
+        result = arrays(structure)
+        neighbor_seconds[0] += time.perf_counter() - start
+        return result
+
+    calc.neighbors.arrays = timed_arrays
+    builds0 = calc.neighbors.builds
+    steps, start = 0, time.perf_counter()
+    while steps < 5 or (time.perf_counter() - start < budget_s and steps < 500):
+        dynamics.run(1)
+        steps += 1
+    elapsed = time.perf_counter() - start
+    return {"kind": "md", "atoms": n_atoms, "steps": steps, "steps_per_s": steps / elapsed,
+            "neighbor_share": neighbor_seconds[0] / elapsed,
+            "list_builds": calc.neighbors.builds - builds0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("architecture", help=f"one of {ARCHITECTURES} or a built-in model")
+    parser.add_argument("dtype", choices=("float32", "float64"))
+    parser.add_argument("--sizes", type=int, nargs="*", default=[])
+    parser.add_argument("--md", type=int, nargs="*", default=[])
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds per measurement")
+    parser.add_argument("--scale", type=int, default=0, help="one call on this many atoms")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    calc = calculator(args.architecture, args.dtype, skin=0.0)
+    for n in sorted(args.sizes):
+        row = stage_row(calc, cu_cell(n), args.budget)
+        print(json.dumps({"architecture": args.architecture, "dtype": args.dtype, **row}),
+              flush=True)
+    if args.scale:
+        row = scale_row(calc, args.scale)
+        print(json.dumps({"architecture": args.architecture, "dtype": args.dtype, **row}),
+              flush=True)
+    for n in args.md:
+        row = md_row(args.architecture, args.dtype, n, 3 * args.budget)
+        print(json.dumps({"architecture": args.architecture, "dtype": args.dtype, **row}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
