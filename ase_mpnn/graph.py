@@ -164,10 +164,13 @@ def collate(
         raise ValueError("cannot build a graph from an empty list of structures")
     counts = np.array([len(p["species"]) for p in parts], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    edges = np.concatenate([p["edges"] + off for p, off in zip(parts, offsets)], axis=1)
+    if len(parts) == 1:  # the calculator's case: no copies
+        edges = parts[0]["edges"]
+    else:
+        edges = np.concatenate([p["edges"] + off for p, off in zip(parts, offsets)], axis=1)
 
     def cat(name: str) -> np.ndarray:
-        return np.concatenate([p[name] for p in parts])
+        return parts[0][name] if len(parts) == 1 else np.concatenate([p[name] for p in parts])
 
     float_kw = {"dtype": dtype, "device": device}
     int_kw = {"dtype": torch.int64, "device": device}

@@ -183,7 +183,7 @@ class Potential(nn.Module):
         """E_i (n_atoms,) in eV for a graph that already carries edge geometry."""
         species = graph[keys.SPECIES]
         e_iso = self.isolated_atom_outputs(graph[keys.POSITIONS])
-        model = self.__dict__.get("_model_call") or self.model
+        model = self.__dict__.get("_model_call", self.model)
         e = model(graph) - e_iso[species]
         return self.scale[species] * e + self.shift[species] + self.atomic_energies[species]
 

@@ -52,7 +52,9 @@ class VerletNeighbors:
         positions = np.asarray(atoms.positions, dtype=np.float64)
         cell = np.asarray(atoms.cell.array, dtype=np.float64)
         if self._still_complete(atoms, positions, cell):
-            check_geometry(positions, cell, np.asarray(atoms.pbc, dtype=bool))
+            if not np.array_equal(cell, self._reference["cell"]):  # new cells are checked;
+                check_geometry(positions, cell, np.asarray(atoms.pbc, dtype=bool))
+            # NaN positions never get here (_still_complete returns False for them)
             self.reuses += 1
             return {**self._reference, "positions": positions.reshape(-1, 3), "cell": cell}
         built = structure_arrays(atoms, self.list_cutoff, self.species, self.min_distance)

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peer_worker import CUTOFF_A, SPECIES, build_ours  # noqa: E402
 
 from ase_mpnn import MPNNCalculator, keys, list_models  # noqa: E402
+from ase_mpnn import neighbors  # noqa: E402
 from ase_mpnn._compat import thermalize  # noqa: E402
 from ase_mpnn.graph import collate  # noqa: E402
 from ase_mpnn.models import CGCNN, MPNN  # noqa: E402
@@ -38,9 +39,14 @@ from ase_mpnn.results import split_results  # noqa: E402
 ARCHITECTURES = ("schnet", "cgcnn", "mpnn", "nequip", "mace")
 
 
-def calculator(architecture: str, dtype: str, skin: float) -> MPNNCalculator:
+def calculator(architecture: str, dtype: str, skin: float,
+               compile: bool = False) -> MPNNCalculator:  # noqa: A002
     """ase-mpnn's calculator for a random-weight model of ``architecture``, or for a
-    built-in model by name."""
+    built-in model by name; ``compile`` runs the model through torch.compile."""
+    if compile:
+        eager = calculator(architecture, dtype, skin)
+        return MPNNCalculator(eager.potential, device="cpu", dtype=dtype, skin=skin,
+                              compile=True)
     if architecture in list_models():
         return MPNNCalculator(architecture, device="cpu", dtype=dtype, skin=skin)
     if architecture in ("schnet", "mace", "nequip"):
@@ -85,6 +91,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def backend_ms(backend: str, atoms, cutoff: float, budget_s: float) -> float:
+    """ms of one neighbour list with ``backend`` (the default is restored after)."""
+    default = neighbors.get_neighbor_backend()
+    neighbors.set_neighbor_backend(backend)
+    try:
+        return best_ms(lambda: neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc,
+                                             cutoff), budget_s / 2)
+    finally:
+        neighbors.set_neighbor_backend(default)
+
+
 def stage_row(calc: MPNNCalculator, atoms, budget_s: float) -> dict[str, Any]:
     """ms per stage of one energy+forces+stress call with a fresh neighbour list."""
     potential, cutoff = calc.potential, calc.potential.cutoff
@@ -103,6 +120,8 @@ def stage_row(calc: MPNNCalculator, atoms, budget_s: float) -> dict[str, Any]:
     out = forward_backward()
     ms = {
         "neighbor_list": best_ms(lambda: neighbor_list(positions, cell, pbc, cutoff), budget_s),
+        **{f"neighbor_list_{backend}": backend_ms(backend, atoms, cutoff, budget_s)
+           for backend in neighbors.BACKENDS},
         "graph": best_ms(lambda: collate([arrays], dtype=calc.dtype, device=calc.device),
                          budget_s),
         "forward": best_ms(forward, budget_s),
@@ -112,10 +131,10 @@ def stage_row(calc: MPNNCalculator, atoms, budget_s: float) -> dict[str, Any]:
                         2 * budget_s),
     }
     ms["backward"] = max(0.0, ms["forward_backward"] - ms["forward"])
-    return {"kind": "stages", "atoms": len(atoms), "edges": len(pairs.i), **ms,
+    return {"kind": "stages", "atoms": len(atoms), "edges": len(pairs.centers), **ms,
             "us_per_atom": 1e3 * ms["call"] / len(atoms),
             "outside_share": max(0.0, 1.0 - ms["forward_backward"] / ms["call"]),
-            "energy_per_atom": float(out[keys.ENERGY].sum()) / len(atoms),
+            "energy_per_atom": float(out[keys.ENERGY].detach().sum()) / len(atoms),
             "peak_rss_mb": peak_rss_mb()}
 
 
@@ -128,7 +147,7 @@ def scale_row(calc: MPNNCalculator, n_atoms: int) -> dict[str, Any]:
     calc.calculate(atoms, ["energy", "forces", "stress"])
     seconds = time.perf_counter() - start
     edges = len(neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc,
-                              calc.potential.cutoff).i)
+                              calc.potential.cutoff).centers)
     return {"kind": "scale", "atoms": n_atoms, "edges": edges, "seconds": seconds,
             "us_per_atom": 1e6 * seconds / n_atoms, "peak_rss_mb": peak_rss_mb(),
             "energy_per_atom": calc.results["energy"] / n_atoms,
@@ -173,15 +192,16 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[])
     parser.add_argument("--md", type=int, nargs="*", default=[])
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per measurement")
+    parser.add_argument("--compile", action="store_true", help="MPNNCalculator(compile=True)")
     parser.add_argument("--scale", type=int, default=0, help="one call on this many atoms")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    calc = calculator(args.architecture, args.dtype, skin=0.0)
+    calc = calculator(args.architecture, args.dtype, skin=0.0, compile=args.compile)
+    label = args.architecture + ("+c" if args.compile else "")
     for n in sorted(args.sizes):
         row = stage_row(calc, cu_cell(n), args.budget)
-        print(json.dumps({"architecture": args.architecture, "dtype": args.dtype, **row}),
-              flush=True)
+        print(json.dumps({"architecture": label, "dtype": args.dtype, **row}), flush=True)
     if args.scale:
         row = scale_row(calc, args.scale)
         print(json.dumps({"architecture": args.architecture, "dtype": args.dtype, **row}),

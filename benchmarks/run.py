@@ -1,6 +1,6 @@
 """The performance benchmark: every architecture, stage by stage, MD, memory, scale, peers.
 
-    python benchmarks/run.py [--quick] [--no-peers] [--setup-peers] [--scale]
+    python benchmarks/run.py [--quick] [--no-peers] [--setup-peers] [--scale] [--compile]
                              [--architectures schnet mace] [--dtypes float32]
 
 For each architecture (random weights, the peers' settings: see benchmarks/_stages.py) and
@@ -94,7 +94,7 @@ def check_targets(rows: list[dict]) -> list[str]:
     by_key = {(r["architecture"], r["dtype"], r["atoms"]): r for r in stages}
     for (arch, dtype, n), r in by_key.items():
         small = by_key.get((arch, dtype, 1372))
-        if n == 10976 and small:
+        if n == 10976 and small and not arch.endswith("+c"):
             growth = r["us_per_atom"] / small["us_per_atom"]
             r["per_atom_growth"] = growth
             if growth > MAX_PER_ATOM_GROWTH:
@@ -127,6 +127,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip benchmarks/peers.py")
     parser.add_argument("--setup-peers", action="store_true",
                         help="create the peers' side environments first (a few minutes)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also each model with compile=True (label +c), 108 and 1372 atoms")
     parser.add_argument("--scale", action="store_true",
                         help=f"also {SCALE_ATOMS} atoms through {', '.join(SCALE_MODELS)}")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "run.json")
@@ -150,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
                 if r["kind"] == "stages":
                     print(stage_line(r), flush=True)
             rows += new
+            if args.compile:
+                new = run_worker([arch, dtype, "--compile", "--budget", budget, "--sizes",
+                                  *map(str, [n for n in sizes if n in (108, 1372)])],
+                                 args.threads)
+                for r in new:
+                    if r["kind"] == "stages":
+                        print(stage_line(r), flush=True)
+                rows += new
     if args.md:
         print(f"\nMD: Langevin 2 fs 600 K, skin 0.5 A\n{'model':8s}{'dtype':8s}{'atoms':>7s}"
               f"{'steps/s':>10s}{'steps':>7s}{'builds':>7s}{'nl share':>10s}")

@@ -129,3 +129,32 @@ def test_cuda_agrees_with_cpu(potential, cu_cell):
     gpu = MPNNCalculator(potential, device="cuda", dtype="float64")
     np.testing.assert_allclose(gpu.get_forces(cu_cell), cpu.get_forces(cu_cell), atol=1e-10)
     np.testing.assert_allclose(gpu.get_stress(cu_cell), cpu.get_stress(cu_cell), atol=1e-12)
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_eager_energy_forces_and_stress():
+    """compile=True (torch.compile of the model only) keeps forces and stress exact: on a
+    triclinic cell, before and after the atoms move (new edge count, dynamic shapes)."""
+    from ase_mpnn.models import NequIP
+    from ase_mpnn.testing import rattled_triclinic_cell
+
+    from .conftest import make_potential
+
+    potential = make_potential(architecture=NequIP, n_features=4, n_layers=2, l_max=1,
+                               radial_hidden=8)
+    atoms = rattled_triclinic_cell(["Cu", "Ni"])
+    eager = MPNNCalculator(potential, device="cpu", dtype="float64", skin=0.0)
+    compiled = MPNNCalculator(potential, device="cpu", dtype="float64", skin=0.0, compile=True)
+    assert compiled.parameters["compile"] and not eager.parameters["compile"]
+    for seed in (0, 1):
+        atoms.rattle(0.2, seed=seed)
+        for name in ("energy", "forces", "stress"):
+            np.testing.assert_allclose(compiled.get_property(name, atoms),
+                                       eager.get_property(name, atoms), rtol=1e-10, atol=1e-10)
+    assert pickle_roundtrip(compiled).parameters["compile"]
+
+
+def pickle_roundtrip(calc: MPNNCalculator) -> MPNNCalculator:
+    import pickle
+
+    return pickle.loads(pickle.dumps(calc))

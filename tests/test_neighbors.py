@@ -65,6 +65,7 @@ def test_equals_ase_neighbor_list(name, backend):
     i, j, shifts, d = ase_neighbor_list("ijSd", atoms, cutoff)
     assert as_set(nl.centers, nl.neighbors, nl.shifts) == as_set(i, j, shifts)
     assert len(nl.centers) == len(i)  # no duplicates
+    assert (np.diff(nl.centers) >= 0).all()  # sorted by centre (the models' edge chunks)
     vectors = atoms.positions[nl.neighbors] - atoms.positions[nl.centers] + nl.shifts @ atoms.cell.array
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), nl.distances, rtol=1e-12)
 

@@ -381,6 +381,8 @@ class MACE(ExactConstantsMixin, AtomisticModel):
         )
         self.readouts.append(nn.Sequential(nn.Linear(n_features, readout_hidden, bias=False),
                                            nn.SiLU(), nn.Linear(readout_hidden, 1, bias=False)))
+        # plain ints: the readouts' inputs (torch.compile cannot trace e3nn's Irreps)
+        self._readout_dims = [scalar_dim(irreps) for irreps in self.layer_irreps]
         self._finalize_e3nn()
 
     def node_features(self, graph: dict[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -397,7 +399,8 @@ class MACE(ExactConstantsMixin, AtomisticModel):
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-atom energies (n_atoms,): the sum of every layer's scalar readout."""
         energy = None
-        for readout, h, irreps in zip(self.readouts, self.node_features(graph), self.layer_irreps):
-            e = readout(h[:, :scalar_dim(irreps)]).squeeze(-1)
+        for readout, h, n_scalars in zip(self.readouts, self.node_features(graph),
+                                         self._readout_dims):
+            e = readout(h[:, :n_scalars]).squeeze(-1)
             energy = e if energy is None else energy + e
         return energy

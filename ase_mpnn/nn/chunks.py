@@ -70,6 +70,8 @@ def split_edges(chunks: list[Chunk], *tensors: torch.Tensor) -> list[tuple[torch
     """Per chunk, the rows of each edge tensor: views made by one ``split``, whose backward
     is one concatenation (slicing chunk by chunk would build a full-size zero gradient per
     chunk: quadratic in the number of chunks)."""
+    if len(chunks) == 1:
+        return [tensors]
     sizes = [e1 - e0 for _, _, e0, e1 in chunks]
     return list(zip(*(t.split(sizes) for t in tensors)))
 
