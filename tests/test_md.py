@@ -16,13 +16,14 @@ from .conftest import make_potential
 
 
 @pytest.mark.slow
-def test_nve_energy_drift_below_1e_4_ev_per_atom():
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_nve_energy_drift_below_1e_4_ev_per_atom(dtype):
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)  # 32 atoms
     atoms.symbols[::4] = "Ni"
     atoms.rattle(0.05, seed=3)
     # forces of a physical size: RMS 0.5 eV/A on the rattled cell
     potential = scale_to_force_rms(make_potential(seed=1, cutoff=5.0), atoms, 0.5)
-    atoms.calc = MPNNCalculator(potential, dtype="float64")
+    atoms.calc = MPNNCalculator(potential, dtype=dtype)
     thermalize(atoms, 300, seed=0)
     dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
     totals, forces = [], []

@@ -108,3 +108,24 @@ def test_kit_catches_a_broken_model():
     calc.potential.forward = wrong_forces
     with pytest.raises(AssertionError, match="finite differences"):
         testing.check_forces_finite_difference(calc, rattled_triclinic_cell(SPECIES))
+
+
+def test_float32_keeps_the_physics_to_float32_precision(model):
+    """float32 (the calculator's dtype option) gives the float64 energy, forces and stress
+    to float32 precision, and symmetry and extensivity hold to the same precision."""
+    import numpy as np
+
+    cell = rattled_triclinic_cell(SPECIES)
+    results = {}
+    for dtype in ("float32", "float64"):
+        atoms = cell.copy()
+        atoms.calc = MPNNCalculator(model, device="cpu", dtype=dtype, skin=0.0)
+        results[dtype] = (atoms.get_potential_energy(), atoms.get_potential_energies(),
+                          atoms.get_forces(), atoms.get_stress())
+    (e32, _, f32, s32), (e64, energies64, f64, s64) = results["float32"], results["float64"]
+    assert abs(e32 - e64) < 1e-5 * np.abs(energies64).sum()
+    assert np.abs(f32 - f64).max() < 1e-4 * np.abs(f64).max()
+    assert np.abs(s32 - s64).max() < 1e-4 * np.abs(s64).max()
+    calc32 = MPNNCalculator(model, device="cpu", dtype="float32", skin=0.0)
+    testing.check_symmetry(calc32, cell, rtol=1e-5)
+    testing.check_extensivity(calc32, cell, rtol=1e-5)
