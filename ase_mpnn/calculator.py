@@ -100,7 +100,9 @@ class MPNNCalculator(Calculator):
             The calculator works on a frozen snapshot of an in-memory model's weights taken
             here (later training of the object does not change it), as when pickled.
         device: "auto" (CUDA if available), "cpu" or "cuda[:n]".
-        dtype: "float64" (default) or "float32"; torch's global default is never changed.
+        dtype: "float32" (default: it passes the physics kit to float32 precision, and
+            is 2-3x faster on CPU) or "float64" (phonons by small displacements, tight
+            relaxations, comparisons to 1e-10); torch's global default is never changed.
         min_distance: atoms closer than this (Angstrom) are rejected as corrupt input.
         skin: Verlet skin, Angstrom: the neighbour list is built at cutoff + skin and reused
             between calls while no pair can have come within the cutoff unseen (MD steps,
@@ -119,7 +121,7 @@ class MPNNCalculator(Calculator):
         self,
         model: ModelSource,
         device: str = "auto",
-        dtype: str = "float64",
+        dtype: str = "float32",
         min_distance: float = MIN_DISTANCE,
         skin: float = DEFAULT_SKIN,
         compile: bool = False,  # noqa: A002 (the switch's name across the peers)

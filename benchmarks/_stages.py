@@ -187,6 +187,26 @@ def scale_row(calc: MPNNCalculator, n_atoms: int) -> dict[str, Any]:
             "max_force": float(np.abs(calc.results["forces"]).max())}
 
 
+def growth_row(calc: MPNNCalculator, small: int, large: int, rounds: int) -> dict[str, Any]:
+    """Time per atom at ``large`` atoms over that at ``small``, from calls alternating
+    between the two cells (best of ``rounds`` each): a ratio the machine's drifting load
+    cannot fake, unlike one from rows measured minutes apart."""
+    cells = {n: cu_cell(n) for n in (small, large)}
+    best = {n: float("inf") for n in cells}
+    for n, atoms in cells.items():  # warm-up
+        calc.calculate(atoms, ["energy", "forces", "stress"])
+    for _ in range(rounds):
+        for n, atoms in cells.items():
+            repeats = max(1, round(cells[large].get_global_number_of_atoms() / n) // 2)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                calc.calculate(atoms, ["energy", "forces", "stress"])
+            best[n] = min(best[n], (time.perf_counter() - start) / repeats / n)
+    return {"kind": "growth", "small": small, "large": large,
+            "us_per_atom_small": 1e6 * best[small], "us_per_atom_large": 1e6 * best[large],
+            "per_atom_growth": best[large] / best[small]}
+
+
 def md_row(architecture: str, dtype: str, n_atoms: int, budget_s: float) -> dict[str, Any]:
     """Langevin NVT (2 fs, 600 K) steps per second with the default Verlet skin, and the
     share of each step spent building or checking neighbour lists."""
@@ -225,6 +245,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[])
     parser.add_argument("--md", type=int, nargs="*", default=[])
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per measurement")
+    parser.add_argument("--growth", type=int, nargs=2, default=None, metavar=("SMALL", "LARGE"),
+                        help="time per atom LARGE / SMALL from alternating calls")
     parser.add_argument("--compile", action="store_true", help="MPNNCalculator(compile=True)")
     parser.add_argument("--scale", type=int, default=0, help="one call on this many atoms")
     parser.add_argument("--threads", type=int, default=2)
@@ -234,6 +256,9 @@ def main() -> None:
     label = args.architecture + ("+c" if args.compile else "")
     for n in sorted(args.sizes):
         row = stage_row(calc, cu_cell(n), args.budget)
+        print(json.dumps({"architecture": label, "dtype": args.dtype, **row}), flush=True)
+    if args.growth:
+        row = growth_row(calc, *args.growth, rounds=3)
         print(json.dumps({"architecture": label, "dtype": args.dtype, **row}), flush=True)
     if args.scale:
         row = scale_row(calc, args.scale)

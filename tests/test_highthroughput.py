@@ -66,7 +66,7 @@ def assert_same(batched, single, atol=1e-8):
 def test_batched_evaluation_equals_one_by_one(max_atoms):
     structures = mixed_structures()
     batched = evaluate(structures, MODEL, device="cpu", dtype="float64", max_atoms=max_atoms)
-    assert_same(batched, one_by_one(structures, MPNNCalculator(MODEL, device="cpu")))
+    assert_same(batched, one_by_one(structures, MPNNCalculator(MODEL, device="cpu", dtype="float64")))
     assert all(r["forces"].dtype == np.float64 for r in batched)
 
 
@@ -98,7 +98,7 @@ def test_out_of_memory_halves_the_chunk_and_retries(monkeypatch):
     batched = evaluate(structures, MODEL, device="cpu")
     monkeypatch.setattr(highthroughput.Potential, "forward", real)
     assert sizes[:3] == [8, 4, 2] and max(s for s in sizes if s <= 2) == 2
-    assert_same(batched, one_by_one(structures, MPNNCalculator(MODEL, device="cpu")))
+    assert_same(batched, one_by_one(structures, MPNNCalculator(MODEL, device="cpu", dtype="float64")))
 
 
 def test_bad_structures_are_reported_and_the_rest_evaluated():
@@ -111,7 +111,7 @@ def test_bad_structures_are_reported_and_the_rest_evaluated():
     results = evaluate(structures, MODEL, device="cpu", errors="store")
     assert "NaN" in results[1]["error"] and "Au" in results[3]["error"]
     good = [structures[0], structures[2]]
-    assert_same([results[0], results[2]], one_by_one(good, MPNNCalculator(MODEL, device="cpu")))
+    assert_same([results[0], results[2]], one_by_one(good, MPNNCalculator(MODEL, device="cpu", dtype="float64")))
 
 
 def ase_fire(atoms, calc, fmax, steps):
@@ -125,7 +125,7 @@ def ase_fire(atoms, calc, fmax, steps):
 
 def test_batched_fire_follows_ase_fire_with_the_cell_filter():
     structures = [*small_cells(5, seed=1), mixed_structures()[-1]]
-    calc = MPNNCalculator(MODEL, device="cpu")
+    calc = MPNNCalculator(MODEL, device="cpu", dtype="float64")
     results = relax_batch(structures, MODEL, fmax=0.01, steps=200, device="cpu", max_atoms=20)
     for atoms, result in zip(structures, results):
         reference, n_steps, converged = ase_fire(atoms, calc, 0.01, 200)

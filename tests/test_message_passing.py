@@ -129,8 +129,8 @@ def test_schnet_is_the_mpnn_preset_with_the_same_weights():
     from ase_mpnn import MPNNCalculator
 
     atoms = rattled_triclinic_cell(["Cu", "Ni"])
-    e1 = MPNNCalculator(schnet).get_potential_energy(atoms)
-    e2 = MPNNCalculator(generic).get_potential_energy(atoms)
+    e1 = MPNNCalculator(schnet, dtype="float64").get_potential_energy(atoms)
+    e2 = MPNNCalculator(generic, dtype="float64").get_potential_energy(atoms)
     assert e1 == pytest.approx(e2, rel=1e-12)
     assert isinstance(schnet, MPNN) and isinstance(CGCNN(["Cu"]), MPNN)
 

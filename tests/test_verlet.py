@@ -33,8 +33,8 @@ def test_md_with_a_skin_equals_md_with_fresh_lists(potential):
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
     atoms.symbols[::3] = "Ni"
     thermalize(atoms, 1500, seed=0)
-    fresh = MPNNCalculator(potential, device="cpu", skin=0.0)
-    skinned = MPNNCalculator(potential, device="cpu", skin=0.5)
+    fresh = MPNNCalculator(potential, device="cpu", dtype="float64", skin=0.0)
+    skinned = MPNNCalculator(potential, device="cpu", dtype="float64", skin=0.5)
     atoms.calc = skinned
     dynamics = VelocityVerlet(atoms, timestep=2.0 * units.fs)
     for _ in range(30):
@@ -50,8 +50,8 @@ def test_random_moves_and_strains_never_miss_a_pair(potential):
     atoms = bulk("Ni", "fcc", a=3.55).repeat((2, 2, 3))
     atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.normal(0, 0.05, (3, 3))),
                    scale_atoms=True)  # triclinic
-    fresh = MPNNCalculator(potential, device="cpu", skin=0.0)
-    skinned = MPNNCalculator(potential, device="cpu", skin=0.4)
+    fresh = MPNNCalculator(potential, device="cpu", dtype="float64", skin=0.0)
+    skinned = MPNNCalculator(potential, device="cpu", dtype="float64", skin=0.4)
     for step in range(60):
         size = rng.choice([0.01, 0.05, 0.15])
         atoms.positions += rng.normal(0, size, atoms.positions.shape)
@@ -65,8 +65,8 @@ def test_random_moves_and_strains_never_miss_a_pair(potential):
 def test_a_pair_entering_the_cutoff_forces_a_rebuild(potential):
     cutoff, skin = potential.cutoff, 0.5
     atoms = Atoms("CuNi", positions=[[0, 0, 0], [cutoff + skin + 0.05, 0, 0]])
-    calc = MPNNCalculator(potential, device="cpu", skin=skin)
-    fresh = MPNNCalculator(potential, device="cpu", skin=0.0)
+    calc = MPNNCalculator(potential, device="cpu", dtype="float64", skin=skin)
+    fresh = MPNNCalculator(potential, device="cpu", dtype="float64", skin=0.0)
     assert results(atoms, calc)["energy"] == pytest.approx(results(atoms, fresh)["energy"])
     for shift in (0.1, 0.2, 0.3):  # closes the gap by 2 * shift
         moved = atoms.copy()

@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = eos(bulk("Cu", "fcc", a=3.6, cubic=True), MPNNCalculator(args.model),
+    result = eos(bulk("Cu", "fcc", a=3.6, cubic=True), MPNNCalculator(args.model, dtype="float64"),
                  points=args.points, plot=out / "eos.png")
     result["lattice_constant_A"] = 3.6 * result["scale_at_V0"]
     (out / "summary.json").write_text(json.dumps(result, indent=2))

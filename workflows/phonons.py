@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    calc = MPNNCalculator(args.model)
+    calc = MPNNCalculator(args.model, dtype="float64")  # small displacements: full precision
     crystal, _ = relax(bulk("Cu", "fcc", a=3.6), calc, fmax=1e-4)  # phonons need the minimum
     n = args.supercell
     result = phonons(crystal, calc, supercell=(n, n, n), plot=out / "phonons.png")
