@@ -14,12 +14,14 @@ from ase.units import GPa
 from ase_mpnn import MPNNCalculator, __version__
 
 MODEL = "emt-cuni-schnet"
+#: the jobs are compared with direct calculator calls to 1e-9: both in float64
+FLOAT64 = {"device": "cpu", "dtype": "float64"}
 
 
 def reference(atoms, stress: bool = False) -> tuple[np.ndarray | float, ...]:
     """Energy (eV), forces (eV/A) [and Voigt stress, eV/A^3] straight from the calculator."""
     atoms = atoms.copy()
-    atoms.calc = MPNNCalculator(MODEL, device="cpu")
+    atoms.calc = MPNNCalculator(MODEL, device="cpu", dtype="float64")
     results = atoms.get_potential_energy(), atoms.get_forces()
     return (*results, atoms.get_stress()) if stress else results
 
@@ -56,7 +58,7 @@ def quacc_jobs(tmp_path, monkeypatch):
 
 
 def test_quacc_static_matches_calculator(quacc_jobs, cu):
-    result = quacc_jobs.static_job(cu, MODEL, device="cpu")
+    result = quacc_jobs.static_job(cu, MODEL, device="cpu", dtype="float64")
     energy, forces = reference(cu)
     assert abs(result["results"]["energy"] - energy) < 1e-10
     np.testing.assert_allclose(result["results"]["forces"], forces, atol=1e-10, rtol=0)
@@ -65,7 +67,8 @@ def test_quacc_static_matches_calculator(quacc_jobs, cu):
 
 
 def test_quacc_relax_converges(quacc_jobs, cu):
-    result = quacc_jobs.relax_job(cu, opt_params={"fmax": 0.01}, device="cpu")
+    result = quacc_jobs.relax_job(cu, opt_params={"fmax": 0.01}, device="cpu",
+                                  dtype="float64")
     assert result["converged"] and result["name"] == "ase-mpnn Relax"
     energy, forces = reference(result["atoms"])
     assert abs(result["results"]["energy"] - energy) < 1e-10
@@ -77,7 +80,7 @@ def test_quacc_md_runs(quacc_jobs, cu):
     result = quacc_jobs.md_job(cu, MODEL, steps=10, timestep_fs=1.0, temperature_K=300,
                                md_params={"maxwell_boltzmann_kwargs": {
                                    "temperature_K": 300, "rng": np.random.default_rng(0)}},
-                               device="cpu")
+                               device="cpu", dtype="float64")
     assert result["completed_steps"] == 10 and len(result["trajectory"]) == 11
     assert abs(result["results"]["energy"] - reference(result["atoms"])[0]) < 1e-10
     total = [a.get_total_energy() for a in result["trajectory"]]
@@ -123,7 +126,7 @@ def check_document(doc) -> None:
 def test_atomate2_static(run_job, cu, cu_structure):
     from ase_mpnn.integrations.atomate2 import MPNNStaticMaker
 
-    doc = run_job(MPNNStaticMaker(calculator_kwargs={"device": "cpu"}).make(cu_structure),
+    doc = run_job(MPNNStaticMaker(calculator_kwargs=FLOAT64).make(cu_structure),
                   "ase-mpnn static")
     check_document(doc)
     _, forces, stress = reference(cu, stress=True)
@@ -135,7 +138,7 @@ def test_atomate2_static(run_job, cu, cu_structure):
 def test_atomate2_relax(run_job, cu, cu_structure):
     from ase_mpnn.integrations.atomate2 import MPNNRelaxMaker
 
-    maker = MPNNRelaxMaker(relax_kwargs={"fmax": 0.02})
+    maker = MPNNRelaxMaker(relax_kwargs={"fmax": 0.02}, calculator_kwargs=FLOAT64)
     copy = MPNNRelaxMaker.from_dict(maker.as_dict())  # as jobflow serialises Makers
     assert copy.as_dict() == maker.as_dict() and copy.calculator_meta == maker.calculator_meta
     doc = run_job(maker.make(cu_structure), "ase-mpnn relax")
@@ -148,7 +151,8 @@ def test_atomate2_md(run_job, cu_structure):
     from ase_mpnn.integrations.atomate2 import MPNNMDMaker
 
     doc = run_job(MPNNMDMaker(n_steps=10, time_step=1.0, temperature=300,
-                              mb_velocity_seed=0).make(cu_structure), "ase-mpnn MD")
+                              mb_velocity_seed=0, calculator_kwargs=FLOAT64).make(cu_structure),
+                  "ase-mpnn MD")
     check_document(doc)
     assert doc.output.n_steps == 11
 
