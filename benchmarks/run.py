@@ -64,6 +64,15 @@ def run_worker(arguments: list[str], threads: int) -> list[dict[str, Any]]:
     return rows
 
 
+def stage_rows(arguments: list[str], threads: int) -> list[dict[str, Any]]:
+    """run_worker, printing its stage rows as a table as they come back."""
+    rows = run_worker(arguments, threads)
+    for r in rows:
+        if r["kind"] == "stages":
+            print(stage_line(r), flush=True)
+    return rows
+
+
 STAGE_HEADER = (f"{'model':8s}{'dtype':8s}{'atoms':>7s}{'edges':>9s}{'nl':>8s}{'graph':>8s}"
                 f"{'fwd':>9s}{'bwd':>9s}{'numpy':>7s}{'call ms':>10s}{'us/atom':>9s}"
                 f"{'outside':>8s}{'skin call':>10s}{'outside':>8s}{'peak MB':>9s}")
@@ -147,21 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     for arch in args.architectures:
         for dtype in args.dtypes:
             growth = ["--growth", "1372", "10976"] if {1372, 10976} <= set(sizes) else []
-            new = run_worker([arch, dtype, "--sizes", *map(str, sizes), "--budget", budget]
-                             + growth + (["--md", *map(str, md_sizes)] if args.md else []),
-                             args.threads)
-            for r in new:
-                if r["kind"] == "stages":
-                    print(stage_line(r), flush=True)
-            rows += new
+            rows += stage_rows([arch, dtype, "--sizes", *map(str, sizes), "--budget", budget]
+                               + growth + (["--md", *map(str, md_sizes)] if args.md else []),
+                               args.threads)
             if args.compile:
-                new = run_worker([arch, dtype, "--compile", "--budget", budget, "--sizes",
-                                  *map(str, [n for n in sizes if n in (108, 1372)])],
-                                 args.threads)
-                for r in new:
-                    if r["kind"] == "stages":
-                        print(stage_line(r), flush=True)
-                rows += new
+                rows += stage_rows([arch, dtype, "--compile", "--budget", budget, "--sizes",
+                                    *map(str, [n for n in sizes if n in (108, 1372)])],
+                                   args.threads)
     if args.md:
         print(f"\nMD: Langevin 2 fs 600 K, skin 0.5 A\n{'model':8s}{'dtype':8s}{'atoms':>7s}"
               f"{'steps/s':>10s}{'steps':>7s}{'builds':>7s}{'nl share':>10s}")
