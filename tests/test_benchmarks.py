@@ -1,0 +1,56 @@
+"""benchmarks/run.py judges its targets right, and its worker measures a real call."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import run  # noqa: E402  (benchmarks/run.py)
+
+
+def stage(atoms: int, outside: float) -> dict:
+    return {"kind": "stages", "architecture": "schnet", "dtype": "float32", "atoms": atoms,
+            "outside_share": outside}
+
+
+def test_targets_met_and_missed():
+    good = [stage(108, 0.05), stage(1372, 0.2),  # only 108 atoms is judged
+            {"kind": "growth", "architecture": "mace", "dtype": "float64", "small": 1372,
+             "large": 10976, "per_atom_growth": 1.2},
+            {"kind": "md", "architecture": "schnet", "dtype": "float32", "atoms": 108,
+             "neighbor_share": 0.019},
+            {"kind": "scale", "architecture": "emt-cuni-schnet", "atoms": 108000,
+             "peak_rss_mb": 5000.0}]
+    assert run.check_targets(good) == []
+    bad = [stage(108, 0.11),
+           {**good[2], "per_atom_growth": 1.31},
+           {**good[3], "neighbor_share": 0.021},
+           {**good[4], "peak_rss_mb": 25 * 1024.0},
+           {"kind": "error", "command": "mace float64", "returncode": 1}]
+    missed = run.check_targets(bad)
+    assert len(missed) == 5
+    assert "11.0 % outside" in missed[0] and "1.31x" in " ".join(missed)
+
+
+@pytest.mark.slow
+def test_worker_times_every_stage_of_a_real_call():
+    command = [sys.executable, str(BENCHMARKS / "_stages.py"), "schnet", "float32",
+               "--sizes", "32", "--md", "32", "--budget", "0.05", "--threads", "1"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    stages, md = rows
+    assert stages["kind"] == "stages" and stages["atoms"] == 32 and stages["edges"] > 0
+    for key in ("neighbor_list", "neighbor_list_matscipy", "neighbor_list_vesin", "graph",
+                "forward", "forward_backward", "to_numpy", "call", "call_skin"):
+        assert stages[key] > 0, key
+    assert stages["backward"] >= 0  # fwd+bwd minus fwd, timed separately
+    assert 0 <= stages["outside_share"] < 1 and stages["peak_rss_mb"] > 50
+    assert stages["forward_backward"] < 10 * stages["call"]
+    assert md["kind"] == "md" and md["steps"] >= 5 and md["steps_per_s"] > 0
