@@ -101,7 +101,7 @@ class MPNNCalculator(Calculator):
             here (later training of the object does not change it), as when pickled.
         device: "auto" (CUDA if available), "cpu" or "cuda[:n]".
         dtype: "float32" (default: it passes the physics kit to float32 precision, and
-            is 2-3x faster on CPU) or "float64" (phonons by small displacements, tight
+            is 1.5-3x faster on CPU) or "float64" (phonons by small displacements, tight
             relaxations, comparisons to 1e-10); torch's global default is never changed.
         min_distance: atoms closer than this (Angstrom) are rejected as corrupt input.
         skin: Verlet skin, Angstrom: the neighbour list is built at cutoff + skin and reused

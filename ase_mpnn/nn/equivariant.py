@@ -217,7 +217,7 @@ class NormalizedSiLU(nn.Module):
 
 
 def graph_inputs(graph: dict, sh: "EdgeSphericalHarmonics", radial: "RadialEmbedding",
-                 n_species: int, neighbor_matrix: bool = True) -> dict[str, torch.Tensor]:
+                 n_species: int) -> dict[str, torch.Tensor]:
     """What every equivariant layer reads from a graph that carries edge geometry.
 
     Returns species (n_atoms,), one-hot species (n_atoms, n_species), and per row r:
@@ -233,7 +233,7 @@ def graph_inputs(graph: dict, sh: "EdgeSphericalHarmonics", radial: "RadialEmbed
     centers, neighbors = graph[keys.EDGE_INDEX]
     vectors, lengths = graph[keys.EDGE_VECTORS], graph[keys.EDGE_LENGTHS]
     n_atoms, n_slots = species.shape[0], 0
-    slots = neighbor_slots(centers, n_atoms) if neighbor_matrix else None
+    slots = neighbor_slots(centers, n_atoms)
     if slots is not None:
         positions, n_slots = slots
         rows, far = n_atoms * n_slots, 2.0 * radial.cutoff
@@ -270,14 +270,13 @@ class RadialMLP(nn.Module):
 
     def forward(self, basis: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
         """basis (n_edges, n_basis), envelope (n_edges,) or None -> (n_edges, n_out)."""
-        x = basis
+        x, scale = basis, None
         for module in self.net:
             if isinstance(module, NormalizedSiLU):  # its scale goes into the next weights
-                x = nn.functional.silu(x)
-                scale = module.scale
+                x, scale = nn.functional.silu(x), module.scale
             else:
-                x = nn.functional.linear(x, module.weight * scale if x is not basis
-                                         else module.weight)
+                weight = module.weight if scale is None else module.weight * scale
+                x = nn.functional.linear(x, weight)
         return x if envelope is None else x * envelope[:, None]
 
 
