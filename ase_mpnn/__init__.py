@@ -14,11 +14,13 @@ from .errors import (
     UnknownElementError,
 )
 from .graph import build_graph
-from .io import load_model, read_manifest, save_model
+from .loading import DEFAULT_DTYPE, load_model, load_potential
+from .modelfile import read_manifest, save_model
 from .potential import Potential
 from .pretrained import list_models
 
 __all__ = [
+    "DEFAULT_DTYPE",
     "ASEMPNNError",
     "InvalidStructureError",
     "MPNNCalculator",
@@ -30,6 +32,7 @@ __all__ = [
     "build_graph",
     "list_models",
     "load_model",
+    "load_potential",
     "read_manifest",
     "save_model",
 ]

@@ -4,91 +4,35 @@ One model call per structure fills every property: energy (= free_energy), per-a
 energies, forces and, for cells periodic in all three directions, stress; per-atom
 stresses are added when asked for. The calculator reads only ``species``, ``cutoff`` and
 the potential's outputs: it never branches on the architecture.
+
+Its ``parameters`` are its settings, as in every ASE calculator: ``model`` (the name or
+path it was given), ``device``, ``dtype``, ``min_distance``, ``skin`` and ``compile``.
+``calc.set(skin=0.3)`` changes one (and clears the results); an unknown name raises a
+TypeError listing the valid ones. What the model is (architecture, manifest hash, cutoff,
+species, package version) is ``calc.provenance``; ``todict()`` adds it to the parameters,
+so ase.db rows and trajectories record which model made each result.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import threading
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
-from ase.stress import full_3x3_to_voigt_6_stress
 
 from . import keys
 from ._version import __version__
-from .errors import ModelFileError
-from .graph import MIN_DISTANCE, collate
-from .io import model_to_bytes, potential_from_bytes, read_file_bytes
-from .models.base import AtomisticModel
-from .potential import Potential
-from .results import split_results
-from .verlet import VerletNeighbors
+from .batch.evaluate import MAX_ATOMS, evaluate
+from .graph import MIN_DISTANCE, SkinNeighborList, collate
+from .loading import DEFAULT_DTYPE, ModelSource, dtype_name, load, resolve_device, resolve_dtype
+from .results import to_ase_results
 
-ModelSource = str | os.PathLike | bytes | AtomisticModel | Potential
-
-#: Verlet skin (Angstrom) of the calculator's neighbour list; see ase_mpnn.verlet
+#: Verlet skin (Angstrom) of the calculator's neighbour list; see ase_mpnn.graph.skin
 DEFAULT_SKIN = 0.5
 
-_CACHE: dict[tuple, Potential] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; asking for CUDA without it is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was requested but torch sees no CUDA device")
-    return device
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """"float32"/"float64" (or the torch dtype) -> torch dtype."""
-    names = {"float32": torch.float32, "float64": torch.float64}
-    if isinstance(dtype, torch.dtype) and dtype in names.values():
-        return dtype
-    if dtype not in names:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return names[dtype]
-
-
-def _frozen(potential: Potential, device: torch.device, dtype: torch.dtype) -> Potential:
-    """An eval-mode copy on device/dtype whose weights need no gradient (inference only)."""
-    potential = potential.to(device=device, dtype=dtype).eval()
-    for parameter in potential.parameters():
-        parameter.requires_grad_(False)
-    return potential
-
-
-def cached_potential(data: bytes, source: str, device: torch.device, dtype: torch.dtype) -> Potential:
-    """Load model-file bytes once per process and (device, dtype); later calls share it."""
-    key = (hashlib.sha256(data).hexdigest(), str(device), dtype)
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = _frozen(potential_from_bytes(data, source), device, dtype)
-        return _CACHE[key]
-
-
-def model_file_path(name_or_path: str | os.PathLike) -> Path:
-    """The file behind a built-in model name or a path; a ModelFileError lists the names."""
-    from .pretrained import list_models, model_path
-
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
-        return path.resolve()
-    builtin = model_path(str(name_or_path))
-    if builtin is not None:
-        return builtin
-    raise ModelFileError(
-        f"no model file {str(name_or_path)!r} and no built-in model of that name; "
-        f"built-in models: {', '.join(list_models()) or 'none'}"
-    )
+#: keywords ASE's Calculator itself takes
+_ASE_KEYWORDS = ("restart", "label", "atoms", "directory")
 
 
 class MPNNCalculator(Calculator):
@@ -100,8 +44,9 @@ class MPNNCalculator(Calculator):
             The calculator works on a frozen snapshot of an in-memory model's weights taken
             here (later training of the object does not change it), as when pickled.
         device: "auto" (CUDA if available), "cpu" or "cuda[:n]".
-        dtype: "float32" (default: it passes the physics kit to float32 precision, and
-            is 1.5-3x faster on CPU) or "float64" (phonons by small displacements, tight
+        dtype: "float32" (the default, ``ase_mpnn.loading.DEFAULT_DTYPE``: it passes the
+            physics test kit to float32 precision and is faster; ``benchmarks/run.py``
+            measures by how much) or "float64" (phonons by small displacements, tight
             relaxations, comparisons to 1e-10); torch's global default is never changed.
         min_distance: atoms closer than this (Angstrom) are rejected as corrupt input.
         skin: Verlet skin, Angstrom: the neighbour list is built at cutoff + skin and reused
@@ -111,66 +56,85 @@ class MPNNCalculator(Calculator):
         compile: run the model through ``torch.compile`` (Potential.with_compiled_model):
             faster per call after a one-off compilation of tens of seconds, for long runs
             on one system; forces and stress still come from autograd outside the model.
+        **kwargs: ASE's own Calculator keywords (label, directory, atoms, restart); any
+            other name raises a TypeError.
 
     Results are float64 numpy arrays in eV, eV/A and eV/A^3 (Voigt xx yy zz yz xz xy).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
+    default_parameters = {"device": "auto", "dtype": DEFAULT_DTYPE, "min_distance": MIN_DISTANCE,
+                          "skin": DEFAULT_SKIN, "compile": False}
+    #: settings that need the model loaded again when they change
+    _RELOAD = ("device", "dtype", "compile")
 
     def __init__(
         self,
         model: ModelSource,
         device: str = "auto",
-        dtype: str = "float32",
+        dtype: str = DEFAULT_DTYPE,
         min_distance: float = MIN_DISTANCE,
         skin: float = DEFAULT_SKIN,
         compile: bool = False,  # noqa: A002 (the switch's name across the peers)
         **kwargs: Any,
     ):
+        unknown = sorted(set(kwargs) - set(_ASE_KEYWORDS))
+        if unknown:
+            raise TypeError(_unknown_options(unknown))
         super().__init__(**kwargs)
-        self._init_args = {"device": str(device), "dtype": str(dtype).replace("torch.", ""),
-                           "min_distance": float(min_distance), "skin": float(skin),
-                           "compile": bool(compile)}
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype)
-        self.min_distance = float(min_distance)
-        self._source = model
-        self.potential, name, manifest_hash = self._load(model)
-        if compile:
+        self.set(model=model, device=device, dtype=dtype, min_distance=min_distance, skin=skin,
+                 compile=compile)
+
+    # -- settings ------------------------------------------------------------------------
+    def set(self, **kwargs: Any) -> dict[str, Any]:
+        """Change settings (``model``, ``device``, ``dtype``, ``min_distance``, ``skin``,
+        ``compile``); returns the changed ones and clears the results if any changed."""
+        unknown = sorted(set(kwargs) - set(self.default_parameters) - {"model"})
+        if unknown:
+            raise TypeError(_unknown_options(unknown))
+        source = kwargs.pop("model", None)
+        changed = super().set(**{name: _normalized(name, value) for name, value in kwargs.items()})
+        if source is not None or set(changed) & set(self._RELOAD):
+            self._load(self._source if source is None else source)
+            self.reset()
+        if source is not None or changed:
+            self.neighbors = SkinNeighborList(self.potential.cutoff, self.parameters["skin"],
+                                              self.potential.species,
+                                              self.parameters["min_distance"])
+        return changed if source is None else {**changed, "model": self.parameters["model"]}
+
+    def _load(self, source: ModelSource) -> None:
+        """Load ``source`` with the current device and dtype; set potential and provenance."""
+        loaded = load(source, self.parameters["device"], self.parameters["dtype"])
+        # bytes (or a snapshot of an in-memory object) recreate the model when unpickled
+        self._source = loaded.data if loaded.data is not None else str(source)
+        self.device, self.dtype = resolve_device(self.parameters["device"]), \
+            resolve_dtype(self.parameters["dtype"])
+        self.potential = loaded.potential
+        if self.parameters["compile"]:
             self.potential = self.potential.with_compiled_model()
-        self.neighbors = VerletNeighbors(self.potential.cutoff, skin, self.potential.species,
-                                         self.min_distance)
-        self.parameters = {
-            "model": name,
+        self.parameters["model"] = loaded.name
+        self.provenance = {
             "architecture": self.potential.model.architecture,
-            "model_sha256": manifest_hash,
+            "model_sha256": loaded.sha256,
             "package": f"ase-mpnn {__version__}",
-            "device": str(self.device),
-            "dtype": str(self.dtype).replace("torch.", ""),
             "cutoff": self.potential.cutoff,
-            "skin": float(skin),
-            "compile": bool(compile),
             "species": list(self.potential.species),
         }
 
-    def _load(self, model: ModelSource) -> tuple[Potential, str, str]:
-        """(potential, display name, manifest sha256) for any accepted model source."""
-        if isinstance(model, (AtomisticModel, Potential)):
-            data = model_to_bytes(model)
-            self._source = data  # the snapshot, for pickling
-            potential = _frozen(potential_from_bytes(data), self.device, self.dtype)
-            return potential, f"<in-memory {potential.model.architecture}>", potential.manifest_sha256
-        if isinstance(model, bytes):
-            potential = cached_potential(model, "model data", self.device, self.dtype)
-            return potential, "<model bytes>", potential.manifest_sha256
-        path = model_file_path(model)
-        potential = cached_potential(read_file_bytes(path), str(path), self.device, self.dtype)
-        return potential, str(model), potential.manifest_sha256
+    @property
+    def min_distance(self) -> float:
+        """Closest allowed approach of two atoms, Angstrom."""
+        return self.parameters["min_distance"]
+
+    def todict(self, skip_default: bool = False) -> dict[str, Any]:
+        """Settings and provenance, JSON-safe (what ase.db and trajectories store)."""
+        return {**super().todict(skip_default=skip_default), **self.provenance}
 
     # -- pickling and copying rebuild the calculator from its constructor arguments -------
     def __reduce__(self) -> tuple:
-        source = self._source if isinstance(self._source, bytes) else str(self._source)
-        return (_rebuild_calculator, (source, self._init_args))
+        settings = {k: v for k, v in self.parameters.items() if k != "model"}
+        return (_rebuild_calculator, (self._source, settings))
 
     def __deepcopy__(self, memo: dict) -> "MPNNCalculator":
         function, args = self.__reduce__()
@@ -191,30 +155,46 @@ class MPNNCalculator(Calculator):
                 raise PropertyNotImplementedError(
                     f"{name} needs a cell periodic in all three directions; pbc={atoms.pbc.tolist()}"
                 )
-        graph = collate([self.neighbors.arrays(atoms)], dtype=self.dtype, device=self.device)
+        graph = collate([self.neighbors.structure(atoms)], dtype=self.dtype, device=self.device)
         if self.neighbors.skin > 0:
             graph[keys.LIST_CUTOFF] = torch.tensor(self.neighbors.list_cutoff)
         out = self.potential(graph, forces=True, stress=periodic,
                              atomic_stresses="stresses" in properties)
-        self.results = split_results(out, [len(atoms)], [periodic])[0]
-        if keys.ATOMIC_STRESSES in out:
-            self.results["stresses"] = full_3x3_to_voigt_6_stress(
-                out[keys.ATOMIC_STRESSES].detach().to("cpu", torch.float64).numpy())
+        self.results = to_ase_results(out, [len(atoms)], [periodic])[0]
 
     def calculate_batch(self, structures: Sequence[Atoms], *, max_atoms: int | None = None,
                         errors: str = "raise", progress: bool = False) -> list[dict[str, Any]]:
-        """Results of many structures, many per model call (``ase_mpnn.highthroughput``).
+        """Results of many structures, many per model call (``ase_mpnn.batch.evaluate``).
 
         Returns one dict per structure (energy, free_energy, energies, forces and, for 3-D
         periodic cells, stress), equal to calling this calculator on each in turn; with
         ``errors="store"`` a structure that fails its checks gets ``{"error": message}``.
         """
-        from .highthroughput import MAX_ATOMS, evaluate
-
-        return evaluate(structures, self, max_atoms=max_atoms or MAX_ATOMS,
+        return evaluate(structures, self.potential, max_atoms=max_atoms or MAX_ATOMS,
                         min_distance=self.min_distance, errors=errors, progress=progress)
 
 
-def _rebuild_calculator(source: str | bytes, init_args: dict[str, Any]) -> MPNNCalculator:
+def _normalized(name: str, value: Any) -> Any:
+    """A setting in its JSON-safe form, checked (a bad value raises here, before any use)."""
+    if name == "device":
+        resolve_device(value)
+        return str(value)
+    if name == "dtype":
+        return dtype_name(value)
+    if name == "compile":
+        return bool(value)
+    value = float(value)
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0 Angstrom, got {value!r}")
+    return value
+
+
+def _unknown_options(names: Sequence[str]) -> str:
+    valid = ["model", *MPNNCalculator.default_parameters, *_ASE_KEYWORDS]
+    return (f"MPNNCalculator got unknown option(s) {', '.join(map(repr, names))}; "
+            f"valid options: {', '.join(valid)}")
+
+
+def _rebuild_calculator(source: str | bytes, settings: dict[str, Any]) -> MPNNCalculator:
     """Unpickling hook: a fresh calculator from the constructor arguments."""
-    return MPNNCalculator(source, **init_args)
+    return MPNNCalculator(source, **settings)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ._compat import thermalize
 from .calculator import MPNNCalculator
-from .io import save_model
+from .modelfile import save_model
 from .models import SchNet
 from .pretrained import list_models
 from .testing import scale_to_force_rms

@@ -1,35 +1,73 @@
-"""Names of the entries of the graph dictionary passed between the pipeline's stages.
+"""The registered fields of the graph dictionary passed between the pipeline's stages.
 
 Every stage (graph -> model -> potential -> calculator) reads and writes a plain
-``dict[str, torch.Tensor]`` whose keys are the constants below. The comment on each key
-gives its shape and units; ``n_atoms`` and ``n_edges`` count over the whole batch and
-``n_graphs`` is the number of structures batched together.
+``dict[str, torch.Tensor]`` whose keys are the constants below. Each field is registered
+with its level, which says how it batches: ``node`` fields have one row per atom and are
+concatenated, ``edge`` fields one row (or column, for EDGE_INDEX) per edge, ``graph``
+fields one row per structure. ``n_atoms`` and ``n_edges`` count over the whole batch and
+``n_graphs`` is the number of structures batched together. Batching and un-batching
+(``ase_mpnn.graph.batching``) read the levels from here, so they are written once.
 """
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple
+
+Level = Literal["node", "edge", "graph", "batch"]
+
+
+class Field(NamedTuple):
+    """One registered entry of the graph dict: its key, level, shape and units."""
+
+    key: str
+    level: Level
+    shape: str
+    units: str
+
+
+FIELDS: dict[str, Field] = {}
+
+
+def register(key: str, level: Level, shape: str, units: str = "") -> str:
+    """Register a field (a later stage or a plug-in may add its own); returns the key."""
+    FIELDS[key] = Field(key, level, shape, units)
+    return key
+
+
+def level(key: str) -> Level | None:
+    """The level of a registered key, None for keys nobody registered."""
+    field = FIELDS.get(key)
+    return None if field is None else field.level
+
+
 # --- inputs, written by ase_mpnn.graph -----------------------------------------------
-ATOMIC_NUMBERS = "atomic_numbers"  # (n_atoms,) int64
-SPECIES = "species"  # (n_atoms,) int64, index into the model's species list
-POSITIONS = "positions"  # (n_atoms, 3) float, Angstrom
-CELL = "cell"  # (n_graphs, 3, 3) float, Angstrom, rows are lattice vectors
-PBC = "pbc"  # (n_graphs, 3) bool
-EDGE_INDEX = "edge_index"  # (2, n_edges) int64: row 0 = centre atom i, row 1 = neighbour j
-CELL_SHIFTS = "cell_shifts"  # (n_edges, 3) float, integer lattice translations S of j
-BATCH = "batch"  # (n_atoms,) int64, index of the structure each atom belongs to
-N_ATOMS = "n_atoms"  # (n_graphs,) int64, atoms per structure
-LIST_CUTOFF = "list_cutoff"  # () float, Angstrom: only when the list was built beyond the
-# model's cutoff (Verlet skin); the potential then drops the pairs beyond the cutoff
+ATOMIC_NUMBERS = register("atomic_numbers", "node", "(n_atoms,) int64")
+SPECIES = register("species", "node", "(n_atoms,) int64", "index into the model's species")
+POSITIONS = register("positions", "node", "(n_atoms, 3) float", "Angstrom")
+CELL = register("cell", "graph", "(n_graphs, 3, 3) float", "Angstrom, rows are lattice vectors")
+PBC = register("pbc", "graph", "(n_graphs, 3) bool")
+EDGE_INDEX = register("edge_index", "edge", "(2, n_edges) int64",
+                      "row 0 = centre atom i, row 1 = neighbour j")
+CELL_SHIFTS = register("cell_shifts", "edge", "(n_edges, 3) float",
+                       "integer lattice translations S of j")
+BATCH = register("batch", "node", "(n_atoms,) int64", "index of the structure of each atom")
+N_ATOMS = register("n_atoms", "graph", "(n_graphs,) int64", "atoms per structure")
+# only when the list was built beyond the model's cutoff (Verlet skin); the potential then
+# drops the pairs beyond the cutoff
+LIST_CUTOFF = register("list_cutoff", "batch", "() float", "Angstrom")
 
 # --- geometry, written by ase_mpnn.potential before the model runs -------------------
-EDGE_VECTORS = "edge_vectors"  # (n_edges, 3) float, r_ij = x_j - x_i + S @ cell, Angstrom
-EDGE_LENGTHS = "edge_lengths"  # (n_edges,) float, |r_ij|, Angstrom
+EDGE_VECTORS = register("edge_vectors", "edge", "(n_edges, 3) float",
+                        "Angstrom, r_ij = x_j - x_i + S @ cell")
+EDGE_LENGTHS = register("edge_lengths", "edge", "(n_edges,) float", "Angstrom, |r_ij|")
 
 # --- outputs, written by ase_mpnn.potential -------------------------------------------
-ATOMIC_ENERGIES = "energies"  # (n_atoms,) float, eV
-ENERGY = "energy"  # (n_graphs,) float, eV
-FORCES = "forces"  # (n_atoms, 3) float, eV/Angstrom
-STRESS = "stress"  # (n_graphs, 3, 3) float, eV/Angstrom^3, (1/V) dE/d(strain)
-ATOMIC_STRESSES = "stresses"  # (n_atoms, 3, 3) float, eV/Angstrom^3, sums to STRESS
+ATOMIC_ENERGIES = register("energies", "node", "(n_atoms,) float", "eV, per-atom energy E_i")
+ENERGY = register("energy", "graph", "(n_graphs,) float", "eV")
+FORCES = register("forces", "node", "(n_atoms, 3) float", "eV/Angstrom")
+STRESS = register("stress", "graph", "(n_graphs, 3, 3) float",
+                  "eV/Angstrom^3, (1/V) dE/d(strain)")
+ATOMIC_STRESSES = register("stresses", "node", "(n_atoms, 3, 3) float",
+                           "eV/Angstrom^3, sums to STRESS")
 
 CENTER, NEIGHBOR = 0, 1  # rows of EDGE_INDEX

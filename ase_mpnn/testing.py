@@ -29,7 +29,8 @@ from scipy.spatial.transform import Rotation
 from . import keys
 from .calculator import MPNNCalculator
 from .graph import build_graph
-from .io import load_model, save_model
+from .loading import load_model
+from .modelfile import save_model
 from .models.base import AtomisticModel
 from .potential import Potential, as_potential
 

@@ -32,7 +32,7 @@ from ase_mpnn import neighbors  # noqa: E402
 from ase_mpnn._compat import thermalize  # noqa: E402
 from ase_mpnn.graph import collate  # noqa: E402
 from ase_mpnn.models import CGCNN, MPNN  # noqa: E402
-from ase_mpnn.neighbors import neighbor_list  # noqa: E402
+from ase_mpnn.graph.neighbors import neighbor_list  # noqa: E402
 from ase_mpnn.results import split_results  # noqa: E402
 
 #: architectures at the peers' settings (schnet, mace, nequip: see _peer_worker.build_ours)

@@ -6,11 +6,11 @@ For ``--n`` small Cu-Ni cells (2-16 atoms; fcc, bcc, simple cubic and hcp lattic
 random occupancy, strained and rattled) and the built-in model, it measures in one run:
 
 * static energy+forces+stress: the ASE calculator called structure by structure, then
-  ``ase_mpnn.highthroughput.evaluate`` (many structures per graph), then
+  ``ase_mpnn.batch.evaluate`` (many structures per graph), then
   ``ase-mpnn run static`` on a Dask LocalCluster of 2 single-threaded workers into a
   results database (cluster start-up and database writes included);
 * relaxation (FIRE + FrechetCellFilter, fmax 0.05 eV/A): ASE one-by-one, then
-  ``ase_mpnn.batch_relax.relax_batch``, then ``ase-mpnn run relax`` on the same cluster.
+  ``ase_mpnn.batch.relax_batch``, then ``ase-mpnn run relax`` on the same cluster.
 
 Targets (ratios in this run): batched static >= 5x and batched relaxation >= 3x the
 structures per second of the one-by-one loop; the script exits 1 when one is missed.
@@ -32,10 +32,9 @@ from ase.filters import FrechetCellFilter
 from ase.io import write
 from ase.optimize import FIRE
 
-from ase_mpnn import MPNNCalculator
-from ase_mpnn.batch_relax import relax_batch
-from ase_mpnn.distributed import run
-from ase_mpnn.highthroughput import evaluate
+from ase_mpnn import DEFAULT_DTYPE, MPNNCalculator
+from ase_mpnn.batch import evaluate, relax_batch
+from ase_mpnn.runs import run
 
 TARGETS = {"static": 5.0, "relax": 3.0}
 LATTICES = [("fcc", 3.6, 1), ("bcc", 2.87, 1), ("hcp", 2.55, 2)]
@@ -106,7 +105,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=500, help="number of cells")
     parser.add_argument("--quick", action="store_true", help="100 cells")
     parser.add_argument("--model", default="emt-cuni-schnet")
-    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--dtype", default=DEFAULT_DTYPE, choices=["float32", "float64"])
     parser.add_argument("--fmax", type=float, default=0.05)
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask rows")
     parser.add_argument("--json", help="write the numbers to this file")

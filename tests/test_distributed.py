@@ -14,12 +14,10 @@ import pytest
 from ase import Atoms
 from ase.io import write
 
-from ase_mpnn.batch_relax import relax_batch
+from ase_mpnn.batch import evaluate, relax_batch
 from ase_mpnn.cli import main
-from ase_mpnn.distributed import run
 from ase_mpnn.errors import ASEMPNNError
-from ase_mpnn.highthroughput import evaluate
-from ase_mpnn.results_db import ResultsDB, read_inputs
+from ase_mpnn.runs import ResultsDB, read_inputs, run
 
 from .test_highthroughput import small_cells
 
@@ -47,12 +45,13 @@ def rows_by_id(db_path) -> dict:
 def test_static_run_stores_everything_once_and_rerun_skips(inputs, tmp_path):
     path, _ = inputs
     db = tmp_path / "static.db"
-    counts = run("static", [path], db, MODEL, workers=0, chunk_size=5, progress=False)
+    counts = run("static", [path], db, MODEL, workers=0, chunk_size=5, progress=False,
+                 dtype="float64")
     assert counts == {"inputs": 12, "skipped": 0, "ok": 11, "failed": 1}
     rows = rows_by_id(db)
     assert rows["inputs.extxyz:2"].status == "failed" and "NaN" in rows["inputs.extxyz:2"].error
     as_read = [atoms for _, atoms in read_inputs([path])]  # extxyz rounds positions
-    expected = evaluate(as_read, MODEL, device="cpu", errors="store")
+    expected = evaluate(as_read, MODEL, device="cpu", dtype="float64", errors="store")
     for k, result in enumerate(expected):
         if "error" in result:
             continue
@@ -84,11 +83,12 @@ def test_dask_relax_matches_batched_relax_and_report(inputs, tmp_path, capsys):
     path, _ = inputs
     db = tmp_path / "relax.db"
     assert main(["run", "relax", str(path), "--db", str(db), "--model", MODEL,
-                 "--workers", "2", "--chunk-size", "3", "--fmax", "0.02"]) == 0
+                 "--workers", "2", "--chunk-size", "3", "--fmax", "0.02",
+                 "--dtype", "float64"]) == 0
     rows = rows_by_id(db)
     assert len(rows) == 12
     as_read = [atoms for _, atoms in read_inputs([path])]  # extxyz rounds positions
-    reference = relax_batch(as_read, MODEL, fmax=0.02, device="cpu")
+    reference = relax_batch(as_read, MODEL, fmax=0.02, device="cpu", dtype="float64")
     for k, result in enumerate(reference):
         row = rows[f"inputs.extxyz:{k}"]
         if "error" in result:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from ase_mpnn import frechet
+from ase_mpnn.batch import frechet
 
 
 @pytest.mark.parametrize("size", [0.0, 1e-6, 0.02, 0.2, 0.6])

@@ -10,9 +10,9 @@ from ase.build import bulk, fcc111
 from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
-from ase_mpnn import MPNNCalculator, highthroughput
-from ase_mpnn.batch_relax import relax_batch
-from ase_mpnn.highthroughput import chunks_by_budget, evaluate
+from ase_mpnn import MPNNCalculator
+from ase_mpnn.batch import chunks_by_budget, evaluate, relax_batch
+from ase_mpnn.potential import Potential
 
 MODEL = "emt-cuni-schnet"
 
@@ -85,7 +85,7 @@ def test_chunks_respect_atom_and_edge_budgets():
 
 def test_out_of_memory_halves_the_chunk_and_retries(monkeypatch):
     structures = small_cells(8)
-    real = highthroughput.Potential.forward
+    real = Potential.forward
     sizes = []
 
     def forward(self, graph, *args, **kwargs):
@@ -94,9 +94,9 @@ def test_out_of_memory_halves_the_chunk_and_retries(monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(self, graph, *args, **kwargs)
 
-    monkeypatch.setattr(highthroughput.Potential, "forward", forward)
-    batched = evaluate(structures, MODEL, device="cpu")
-    monkeypatch.setattr(highthroughput.Potential, "forward", real)
+    monkeypatch.setattr(Potential, "forward", forward)
+    batched = evaluate(structures, MODEL, device="cpu", dtype="float64")
+    monkeypatch.setattr(Potential, "forward", real)
     assert sizes[:3] == [8, 4, 2] and max(s for s in sizes if s <= 2) == 2
     assert_same(batched, one_by_one(structures, MPNNCalculator(MODEL, device="cpu", dtype="float64")))
 
@@ -107,8 +107,8 @@ def test_bad_structures_are_reported_and_the_rest_evaluated():
     structures[1].positions[0, 0] = np.nan
     structures.append(Atoms("Au", cell=np.eye(3) * 4, pbc=True))
     with pytest.raises(ValueError, match="NaN"):
-        evaluate(structures, MODEL, device="cpu")
-    results = evaluate(structures, MODEL, device="cpu", errors="store")
+        evaluate(structures, MODEL, device="cpu", dtype="float64")
+    results = evaluate(structures, MODEL, device="cpu", dtype="float64", errors="store")
     assert "NaN" in results[1]["error"] and "Au" in results[3]["error"]
     good = [structures[0], structures[2]]
     assert_same([results[0], results[2]], one_by_one(good, MPNNCalculator(MODEL, device="cpu", dtype="float64")))
@@ -126,7 +126,8 @@ def ase_fire(atoms, calc, fmax, steps):
 def test_batched_fire_follows_ase_fire_with_the_cell_filter():
     structures = [*small_cells(5, seed=1), mixed_structures()[-1]]
     calc = MPNNCalculator(MODEL, device="cpu", dtype="float64")
-    results = relax_batch(structures, MODEL, fmax=0.01, steps=200, device="cpu", max_atoms=20)
+    results = relax_batch(structures, MODEL, fmax=0.01, steps=200, device="cpu", dtype="float64",
+                          max_atoms=20)
     for atoms, result in zip(structures, results):
         reference, n_steps, converged = ase_fire(atoms, calc, 0.01, 200)
         assert result["converged"] == converged and result["steps"] == n_steps
@@ -138,17 +139,18 @@ def test_batched_fire_follows_ase_fire_with_the_cell_filter():
 
 
 def test_batch_stays_full_and_within_its_budget(monkeypatch):
-    from ase_mpnn import batch_relax
+    from ase_mpnn.batch import relax as batch_relax
 
     structures = small_cells(10, seed=2)
-    real, batches = batch_relax.evaluate_parts, []
+    real, batches = batch_relax.evaluate_records, []
 
-    def spy(potential, parts, *args):
-        batches.append(sum(len(p["species"]) for p in parts))
-        return real(potential, parts, *args)
+    def spy(potential, records):
+        batches.append(sum(r.n_atoms for r in records))
+        return real(potential, records)
 
-    monkeypatch.setattr(batch_relax, "evaluate_parts", spy)
-    results = relax_batch(structures, MODEL, fmax=0.02, steps=300, device="cpu", max_atoms=16)
+    monkeypatch.setattr(batch_relax, "evaluate_records", spy)
+    results = relax_batch(structures, MODEL, fmax=0.02, steps=300, device="cpu", dtype="float64",
+                          max_atoms=16)
     assert all(r["converged"] for r in results)
     assert max(batches) <= 16
     # structures enter as others converge: far fewer model calls than one-by-one steps
@@ -159,7 +161,7 @@ def test_relaxation_records_a_bad_structure_and_finishes_the_rest():
     structures = small_cells(3, seed=4)
     structures.insert(1, Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 0.1]], cell=np.eye(3) * 5,
                                pbc=True))
-    results = relax_batch(structures, MODEL, fmax=0.05, device="cpu")
+    results = relax_batch(structures, MODEL, fmax=0.05, device="cpu", dtype="float64")
     assert "closer than" in results[1]["error"] or "apart" in results[1]["error"]
     assert not results[1]["converged"]
     assert all(results[i]["converged"] for i in (0, 2, 3))

@@ -9,8 +9,8 @@ from ase.build import bulk, fcc111, molecule
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from ase_mpnn import MPNNCalculator
-from ase_mpnn import neighbors
-from ase_mpnn.neighbors import neighbor_list
+from ase_mpnn.graph import neighbors
+from ase_mpnn.graph.neighbors import neighbor_list
 
 
 def triclinic() -> Atoms:

@@ -7,9 +7,10 @@ import torch
 from ase.build import molecule
 
 from ase_mpnn import MPNNCalculator, list_models, load_model, read_manifest
-from ase_mpnn.data import GraphCache, read_samples, split_samples
-from ase_mpnn.evaluate import evaluate
-from ase_mpnn.pretrained import make_data, model_path, recipe_path
+from ase_mpnn.pretrained import model_path, recipe_path
+from ase_mpnn.training.metrics import error_metrics
+from ase_mpnn.training.publish import make_data
+from ase_mpnn.training.samples import GraphCache, read_samples, split_samples
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -35,7 +36,7 @@ def test_builtin_model_reproduces_its_test_errors(name, tmp_path):
                  config["valid_fraction"], config["test_fraction"]]
     test = split_samples(read_samples(data), fractions, config["seed"])[2]
     potential = load_model(name, dtype=config["dtype"])
-    metrics = evaluate(potential, GraphCache(test, potential.cutoff, potential.species),
+    metrics = error_metrics(potential, GraphCache(test, potential.cutoff, potential.species),
                        config["batch_size"], getattr(torch, config["dtype"]))
     for key in ("energy_mae", "forces_mae", "stress_mae"):
         if key not in manifest["test_metrics"]:  # molecules: no stress

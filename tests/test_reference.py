@@ -9,7 +9,7 @@ import pytest
 from ase.io import read
 
 from ase_mpnn.cli import main
-from ase_mpnn.reference_molecules import molecule_structure, xtb_calculator, xtb_dataset
+from ase_mpnn.training.xtb_data import molecule_structure, xtb_calculator, xtb_dataset
 
 
 def test_shipped_aspirin_is_aspirin():

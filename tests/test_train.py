@@ -11,9 +11,9 @@ from ase.io import write
 
 from ase_mpnn import UnknownElementError, load_model
 from ase_mpnn.cli import main
-from ase_mpnn.data import DataError, GraphCache, Sample, fit_atomic_energies, read_samples
-from ase_mpnn.reference import emt_dataset
-from ase_mpnn.train import TrainConfig, train
+from ase_mpnn.training import TrainConfig, train
+from ase_mpnn.training.emt_data import emt_dataset
+from ase_mpnn.training.samples import DataError, GraphCache, Sample, fit_atomic_energies, read_samples
 
 TINY = {"n_features": 8, "n_interactions": 2, "n_basis": 8}
 

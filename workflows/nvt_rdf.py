@@ -18,7 +18,7 @@ from ase.build import bulk  # noqa: E402
 from ase.io import read  # noqa: E402
 
 from ase_mpnn import MPNNCalculator  # noqa: E402
-from ase_mpnn.neighbors import neighbor_list  # noqa: E402
+from ase_mpnn.graph.neighbors import neighbor_list  # noqa: E402
 from ase_mpnn.simulate import md  # noqa: E402
 
 

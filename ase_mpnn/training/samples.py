@@ -18,8 +18,8 @@ from ase import Atoms
 from ase.io import read
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from .errors import ASEMPNNError
-from .graph import collate, structure_arrays
+from ..errors import ASEMPNNError
+from ..graph import collate, make_structure
 
 DEFAULT_KEYS = {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stress"}
 
@@ -145,10 +145,10 @@ class GraphCache:
 
     def __init__(self, samples: Sequence[Sample], cutoff: float, species: Sequence[str]):
         self.samples = list(samples)
-        self.parts = []
+        self.records = []
         for sample in self.samples:
             try:
-                self.parts.append(structure_arrays(sample.atoms, cutoff, species))
+                self.records.append(make_structure(sample.atoms, cutoff, species))
             except ASEMPNNError as exc:  # say which frame of which file
                 raise type(exc)(f"{sample.source}: {exc}") from exc
 
@@ -162,7 +162,7 @@ class GraphCache:
         targets: "energy" (n_graphs,), "forces" (n_atoms, 3) with "forces_mask" (n_atoms,),
         "stress" (n_graphs, 3, 3) with "stress_mask" (n_graphs,).
         """
-        graph = collate([self.parts[i] for i in indices], dtype=dtype, device=device)
+        graph = collate([self.records[i] for i in indices], dtype=dtype, device=device)
         chosen = [self.samples[i] for i in indices]
         kw = {"dtype": dtype, "device": device}
         forces = [s.forces if s.forces is not None else np.zeros((len(s.atoms), 3)) for s in chosen]

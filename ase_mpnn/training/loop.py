@@ -25,13 +25,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import keys
-from .data import (GraphCache, Sample, energy_statistics, fit_atomic_energies, read_samples,
+from .. import keys
+from ..modelfile import atomic_write_bytes, save_model
+from ..models import build_model
+from ..potential import Potential
+from .samples import (GraphCache, Sample, energy_statistics, fit_atomic_energies, read_samples,
                    species_of, split_samples)
-from .evaluate import evaluate, format_metrics
-from .io import atomic_write_bytes, save_model
-from .models import build_model
-from .potential import Potential
+from ..loading import load_model
+from .metrics import error_metrics, format_metrics, parity_plots
 
 
 @dataclasses.dataclass
@@ -202,7 +203,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 optimizer.step()
                 ema.update(potential)
                 losses.append(loss.item())
-            metrics = evaluate(ema.shadow, caches["valid"], config.batch_size, dtype, config.device)
+            metrics = error_metrics(ema.shadow, caches["valid"], config.batch_size, dtype, config.device)
             valid_loss = (config.energy_weight * metrics["energy_rmse"] ** 2
                           + config.forces_weight * metrics.get("forces_rmse", 0.0) ** 2)
             scheduler.step(valid_loss)
@@ -239,15 +240,12 @@ def _provenance(config: TrainConfig, row: dict) -> dict:
 
 def _finish(config: TrainConfig, out: Path, caches: dict, dtype: torch.dtype, state: dict) -> dict:
     """Test-set metrics of the best model, plots, and the summary."""
-    from .evaluate import parity_plots
-    from .io import load_model
-
     best = load_model(out / "best.mpnn", device=config.device, dtype=dtype)
     summary = {"epochs": state["epoch"], "best_valid_loss": state["best"],
                "training_minutes": round(state["seconds"] / 60, 2),
                "n_parameters": sum(p.numel() for p in best.parameters())}
     if "test" in caches:
-        metrics = evaluate(best, caches["test"], config.batch_size, dtype, config.device,
+        metrics = error_metrics(best, caches["test"], config.batch_size, dtype, config.device,
                            keep_predictions=True)
         parity_plots(metrics.pop("predictions"), out, title=f"{config.architecture} test set")
         summary["test"] = metrics

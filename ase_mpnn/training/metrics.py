@@ -8,14 +8,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import keys
-from .data import GraphCache
-from .potential import Potential
+from .. import keys
+from ..graph import unbatch
+from ..potential import Potential
+from .samples import GraphCache
 
 
 def predict(potential: Potential, cache: GraphCache, batch_size: int, dtype: torch.dtype,
             device: str | torch.device = "cpu") -> list[dict[str, np.ndarray | float]]:
-    """Energy (eV), forces (eV/A) and, for periodic cells, stress (3x3, eV/A^3) per sample."""
+    """Energy (eV), forces (n, 3) eV/A and, for 3-D periodic cells, stress (3, 3) eV/A^3 of
+    every sample."""
     was_training = potential.training
     potential.eval()
     results = []
@@ -23,12 +25,11 @@ def predict(potential: Potential, cache: GraphCache, batch_size: int, dtype: tor
         indices = list(range(k, min(k + batch_size, len(cache))))
         graph, _ = cache.batch(indices, dtype, device)
         out = potential(graph, forces=True, stress=bool(graph[keys.PBC].all(dim=1).any()))
-        offsets = np.cumsum([0] + [len(cache.samples[i].atoms) for i in indices])
-        for j, i in enumerate(indices):
-            row = {"energy": float(out[keys.ENERGY][j].detach()),
-                   "forces": out[keys.FORCES][offsets[j]:offsets[j + 1]].detach().cpu().double().numpy()}
-            if keys.STRESS in out and cache.samples[i].atoms.pbc.all():
-                row["stress"] = out[keys.STRESS][j].detach().cpu().double().numpy()
+        parts = unbatch(out, [len(cache.samples[i].atoms) for i in indices])
+        for i, part in zip(indices, parts):
+            row = {"energy": float(part[keys.ENERGY]), "forces": part[keys.FORCES]}
+            if keys.STRESS in part and cache.samples[i].atoms.pbc.all():
+                row["stress"] = part[keys.STRESS]
             results.append(row)
     potential.train(was_training)
     return results
@@ -41,9 +42,9 @@ def _mae_rmse(errors: list[np.ndarray]) -> tuple[float, float]:
     return float(np.abs(flat).mean()), float(np.sqrt((flat**2).mean()))
 
 
-def evaluate(potential: Potential, cache: GraphCache, batch_size: int = 8,
-             dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
-             keep_predictions: bool = False) -> dict[str, Any]:
+def error_metrics(potential: Potential, cache: GraphCache, batch_size: int = 8,
+                  dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+                  keep_predictions: bool = False) -> dict[str, Any]:
     """MAE and RMSE of energy per atom (eV/atom), forces (eV/A, also per element), stress (eV/A^3)."""
     predictions = predict(potential, cache, batch_size, dtype, device)
     samples = cache.samples

@@ -6,8 +6,8 @@ The client reads the inputs, skips those already in the database, and submits ch
 structures (plain Atoms, never a calculator) to Dask workers: a LocalCluster of
 single-threaded worker processes by default, or any running scheduler (``--scheduler
 tcp://host:8786``, e.g. one started by dask-jobqueue on SLURM). Each worker loads the model
-once (the calculator's per-process cache) and evaluates or relaxes its chunk in batches
-(``ase_mpnn.highthroughput``, ``ase_mpnn.batch_relax``). Results come back to the client,
+once (``ase_mpnn.loading``'s per-process cache) and evaluates or relaxes its chunk in
+batches (``ase_mpnn.batch``). Results come back to the client,
 which writes each structure to the database as its chunk finishes. A worker that dies has
 its chunk rerun elsewhere by Dask; a client that dies loses nothing already written, and
 rerunning the same command finishes the rest.
@@ -24,7 +24,13 @@ import numpy as np
 from ase import Atoms
 from tqdm import tqdm
 
-from ._version import __version__
+from .._version import __version__
+from ..batch import evaluate, relax_batch
+from ..calculator import MPNNCalculator
+from ..errors import ASEMPNNError
+from ..loading import DEFAULT_DTYPE, load
+from ..results import attach_results
+from ..simulate import md
 from .results_db import ResultsDB, read_inputs
 
 TASKS = ("static", "relax", "md")
@@ -43,7 +49,7 @@ def _set_threads(threads: int) -> None:
 
 
 def run_chunk(task: str, items: list[tuple[str, Atoms]], model: str | bytes,
-              options: dict[str, Any], dtype: str = "float64", device: str = "auto",
+              options: dict[str, Any], dtype: str = DEFAULT_DTYPE, device: str = "auto",
               threads: int = 1) -> list[tuple[str, dict[str, Any]]]:
     """Run one chunk on a worker: [(input_id, outcome)] with outcome as ResultsDB.write takes.
 
@@ -55,8 +61,6 @@ def run_chunk(task: str, items: list[tuple[str, Atoms]], model: str | bytes,
     if task == "static":
         outcomes = _static(structures, model, dtype, device)
     elif task == "relax":
-        from .batch_relax import relax_batch
-
         outcomes = relax_batch(structures, model, dtype=dtype, device=device, **options)
     elif task == "md":
         outcomes = [_md_one(atoms, model, options, dtype, device) for atoms in structures]
@@ -66,8 +70,6 @@ def run_chunk(task: str, items: list[tuple[str, Atoms]], model: str | bytes,
 
 
 def _static(structures: list[Atoms], model, dtype: str, device: str) -> list[dict[str, Any]]:
-    from .highthroughput import attach_results, evaluate
-
     start = time.perf_counter()
     results = evaluate(structures, model, dtype=dtype, device=device, errors="store")
     seconds = (time.perf_counter() - start) / max(len(structures), 1)
@@ -82,10 +84,6 @@ def _static(structures: list[Atoms], model, dtype: str, device: str) -> list[dic
 
 
 def _md_one(atoms: Atoms, model, options: dict[str, Any], dtype: str, device: str) -> dict:
-    from .calculator import MPNNCalculator
-    from .errors import ASEMPNNError
-    from .simulate import md
-
     start = time.perf_counter()
     try:
         final, summary = md(atoms, MPNNCalculator(model, device=device, dtype=dtype),
@@ -110,10 +108,8 @@ def _model_payload(model: str) -> str | bytes:
 
 
 def _model_meta(model: str, dtype: str) -> dict[str, str]:
-    from .calculator import MPNNCalculator
-
-    calc = MPNNCalculator(_model_payload(model), device="cpu", dtype=dtype)
-    return {"model": str(model), "model_sha256": calc.parameters["model_sha256"],
+    loaded = load(_model_payload(model), device="cpu", dtype=dtype)
+    return {"model": str(model), "model_sha256": loaded.sha256,
             "package": f"ase-mpnn {__version__}"}
 
 
@@ -132,7 +128,7 @@ def make_client(workers: int, scheduler: str | None, threads: int):
 
 def run(task: str, inputs: Sequence[str | os.PathLike], db: str | os.PathLike, model: str, *,
         workers: int = 2, scheduler: str | None = None, threads: int = 1, chunk_size: int = 16,
-        options: dict[str, Any] | None = None, dtype: str = "float64", device: str = "auto",
+        options: dict[str, Any] | None = None, dtype: str = DEFAULT_DTYPE, device: str = "auto",
         retry_failed: bool = False, retries: int = 2, progress: bool = True) -> dict[str, int]:
     """Run ``task`` on every input structure not yet in ``db``; returns counts.
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ase_mpnn import MPNNCalculator, ModelFileError, UnknownArchitectureError, load_model, read_manifest, save_model
-from ase_mpnn.io import FORMAT_VERSION, MANIFEST, WEIGHTS, atomic_write_bytes
+from ase_mpnn.modelfile import FORMAT_VERSION, MANIFEST, WEIGHTS, atomic_write_bytes
 
 
 def rewrite(path, manifest=None, weights=None):

@@ -12,25 +12,28 @@ from pathlib import Path
 
 import numpy as np
 
+from ..loading import DEFAULT_DTYPE
 
-def _common(parser: argparse.ArgumentParser) -> None:
+
+def _common(parser: argparse.ArgumentParser, dtype: str = DEFAULT_DTYPE) -> None:
     parser.add_argument("structure", help="any file ase.io reads: CIF, POSCAR, extxyz, ...")
     parser.add_argument("--model", required=True,
                         help="built-in model name (see `ase-mpnn models`) or .mpnn file")
-    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--dtype", default=dtype, choices=["float32", "float64"],
+                        help="precision (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--out", help="output folder (default: <structure>_<command>)")
 
 
 def _setup(args: argparse.Namespace, command: str):
-    from .calculator import MPNNCalculator
-    from .simulate import read_structure
+    from ..calculator import MPNNCalculator
+    from ..simulate import read_structure
 
     atoms = read_structure(args.structure)
     calc = MPNNCalculator(args.model, device=args.device, dtype=args.dtype)
     missing = sorted(set(atoms.get_chemical_symbols()) - set(calc.potential.species))
     if missing:
-        from .errors import UnknownElementError
+        from ..errors import UnknownElementError
 
         raise UnknownElementError(f"{args.structure} holds {', '.join(missing)}, which model "
                                   f"{args.model} does not cover (it knows {calc.potential.species})")
@@ -66,7 +69,7 @@ def _plot_series(x, series: dict, xlabel: str, path: Path) -> None:
 def _relax(args: argparse.Namespace) -> int:
     from ase.io import read, write
 
-    from .simulate import relax
+    from ..simulate import relax
 
     atoms, calc, out = _setup(args, "relax")
     relaxed, summary = relax(atoms, calc, fmax=args.fmax, steps=args.steps, cell=not args.fixed_cell,
@@ -82,7 +85,7 @@ def _relax(args: argparse.Namespace) -> int:
 def _md(args: argparse.Namespace) -> int:
     from ase.io import write
 
-    from .simulate import md
+    from ..simulate import md
 
     atoms, calc, out = _setup(args, "md")
     final, summary = md(atoms, calc, ensemble=args.ensemble, temperature_K=args.temperature,
@@ -98,14 +101,14 @@ def _md(args: argparse.Namespace) -> int:
 
 
 def _eos(args: argparse.Namespace) -> int:
-    from .simulate import eos
+    from ..simulate import eos
 
     atoms, calc, out = _setup(args, "eos")
     return _finish(out, eos(atoms, calc, strain=args.strain, points=args.points, plot=out / "eos.png"))
 
 
 def _phonons(args: argparse.Namespace) -> int:
-    from .simulate import phonons
+    from ..simulate import phonons
 
     atoms, calc, out = _setup(args, "phonons")
     summary = phonons(atoms, calc, supercell=tuple(args.supercell), mesh=tuple(args.mesh),
@@ -113,9 +116,9 @@ def _phonons(args: argparse.Namespace) -> int:
     return _finish(out, summary)
 
 
-def add_simulation_commands(commands) -> None:
+def add_commands(commands) -> None:
     """Add relax, md, eos and phonons to the ``ase-mpnn`` sub-command parser."""
-    from .simulate import ENSEMBLES, OPTIMIZERS
+    from ..simulate import ENSEMBLES, OPTIMIZERS
 
     relax = commands.add_parser("relax", help="relax positions (and the cell) of a structure")
     _common(relax)
@@ -139,13 +142,13 @@ def add_simulation_commands(commands) -> None:
     md.set_defaults(func=_md)
 
     eos = commands.add_parser("eos", help="equation of state: V0, E0, bulk modulus")
-    _common(eos)
+    _common(eos, dtype="float64")  # energy differences of ~meV over a volume scan
     eos.add_argument("--strain", type=float, default=0.06, help="+- lattice strain of the scan")
     eos.add_argument("--points", type=int, default=11)
     eos.set_defaults(func=_eos)
 
     phonons = commands.add_parser("phonons", help="phonon band structure and DOS (phonopy)")
-    _common(phonons)
+    _common(phonons, dtype="float64")  # forces of 0.01 A displacements
     phonons.add_argument("--supercell", type=int, nargs=3, default=[3, 3, 3])
     phonons.add_argument("--mesh", type=int, nargs=3, default=[16, 16, 16])
     phonons.add_argument("--displacement", type=float, default=0.01, help="A")

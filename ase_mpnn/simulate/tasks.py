@@ -16,9 +16,10 @@ from ase.calculators.calculator import Calculator
 from ase.io import Trajectory
 from tqdm import tqdm
 
-from ._compat import thermalize
-from .errors import ASEMPNNError
-from .graph import to_atoms
+from .._compat import thermalize
+from ..errors import ASEMPNNError
+from ..graph import neighbor_list, to_atoms
+from ..results import attach_results
 
 OPTIMIZERS = ("FIRE", "BFGS", "LBFGS")
 ENSEMBLES = ("nve", "nvt", "npt")
@@ -51,17 +52,6 @@ def _prepared(structure: Any, calc: Calculator) -> Atoms:
         raise ValueError("the structure has no atoms")
     atoms.calc = calc
     atoms.get_potential_energy()  # bad elements or geometry fail here, before any step
-    return atoms
-
-
-def _detached(atoms: Atoms) -> Atoms:
-    """Give ``atoms`` a snapshot of its results, so later use of the shared calculator
-    (another structure, another run) cannot change what this structure reports."""
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    results = {k: v for k, v in atoms.calc.results.items() if k in ("energy", "free_energy",
-                                                                     "forces", "stress", "energies")}
-    atoms.calc = SinglePointCalculator(atoms, **results)
     return atoms
 
 
@@ -101,7 +91,7 @@ def relax(structure: Any, calc: Calculator, fmax: float = 0.01, steps: int = 500
                "volume_A3": atoms.get_volume() if atoms.pbc.all() else None}
     if atoms.pbc.all():
         summary["stress_eV_per_A3"] = atoms.get_stress().tolist()
-    return _detached(atoms), summary
+    return attach_results(atoms, copy=False), summary
 
 
 def _dynamics(atoms: Atoms, ensemble: str, thermostat: str | None, temperature_K: float,
@@ -141,8 +131,6 @@ def _dynamics(atoms: Atoms, ensemble: str, thermostat: str | None, temperature_K
 
 def _check_sane(atoms: Atoms, temperature_K: float, step: int) -> None:
     """Stop a run that has blown up, saying how."""
-    from .neighbors import neighbor_list
-
     energy = atoms.get_potential_energy()
     if not np.isfinite(energy):
         raise SimulationError(f"step {step}: the energy is {energy}")
@@ -198,7 +186,7 @@ def md(structure: Any, calc: Calculator, ensemble: str = "nvt", temperature_K: f
         summary["final_volume_A3"] = atoms.get_volume()
     summary["log"] = log
     atoms.get_forces()
-    return _detached(atoms), summary
+    return attach_results(atoms, copy=False), summary
 
 
 def _log_row(atoms: Atoms, time_fs: float) -> dict:

@@ -171,24 +171,3 @@ def read_file_bytes(path: str | os.PathLike) -> bytes:
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """The manifest of a model file, after checking format and weights hash."""
     return _read_archive(read_file_bytes(path), str(path))[0]
-
-
-def load_model(
-    path: str | os.PathLike,  # or a built-in model's name
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | str | None = None,
-) -> Potential:
-    """Load a model file as a Potential in eval mode.
-
-    Args:
-        path: the file written by save_model, or a built-in model's name.
-        device: where to put it (files saved on a GPU load on a CPU-only machine).
-        dtype: "float32"/"float64" or a torch dtype; default: as saved.
-    """
-    from .calculator import model_file_path
-
-    path = model_file_path(path)
-    potential = potential_from_bytes(read_file_bytes(path), str(path))
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    return potential.to(device=device, dtype=dtype)

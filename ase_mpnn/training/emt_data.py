@@ -3,7 +3,7 @@
 ``emt_dataset`` labels metal structures with ASE's EMT (Cu, Ni, Al, Ag, Au, Pd, Pt and their
 alloys): rattled and strained bulk cells with random occupancy, vacancies, surface slabs and
 frames from EMT Langevin MD at 300-1200 K. Energies, forces and stress are stored under the
-``REF_`` keys that ``ase_mpnn.data`` reads.
+``REF_`` keys that ``ase_mpnn.training.samples`` reads.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ase.io import write
 from ase.md.langevin import Langevin
 from tqdm import tqdm
 
-from ._compat import thermalize
+from .._compat import thermalize
 
 EMT_ELEMENTS = ("Cu", "Ni", "Al", "Ag", "Au", "Pd", "Pt")
 #: EMT's equilibrium fcc lattice constants are close to these (A)

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..loading import DEFAULT_DTYPE
+
 
 def _run(args: argparse.Namespace) -> int:
-    from .distributed import run
+    from ..runs import run
 
     options: dict = {}
     if args.task == "relax":
@@ -27,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .results_db import ResultsDB, summary
+    from ..runs import ResultsDB, summary
 
     if "://" not in args.db and not Path(args.db).is_file():
         raise ValueError(f"no results database at {args.db}")
@@ -77,7 +79,7 @@ def report_plot(stats: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def add_highthroughput_commands(commands) -> None:
+def add_commands(commands) -> None:
     """Add ``run`` and ``report`` to the ``ase-mpnn`` sub-command parser."""
     run = commands.add_parser("run", help="static/relax/md on many structures into a results db")
     run.add_argument("task", choices=["static", "relax", "md"])
@@ -90,7 +92,7 @@ def add_highthroughput_commands(commands) -> None:
     where.add_argument("--scheduler", help="address of a running Dask scheduler")
     run.add_argument("--threads-per-worker", type=int, default=1, help="torch threads each")
     run.add_argument("--chunk-size", type=int, default=16, help="structures per Dask task")
-    run.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    run.add_argument("--dtype", default=DEFAULT_DTYPE, choices=["float32", "float64"])
     run.add_argument("--device", default="auto")
     run.add_argument("--retry-failed", action="store_true", help="run failed structures again")
     run.add_argument("--fmax", type=float, default=0.05, help="relax: force tolerance, eV/A")

@@ -10,7 +10,7 @@ from ase.md.verlet import VelocityVerlet
 
 from ase_mpnn import MPNNCalculator
 from ase_mpnn._compat import thermalize
-from ase_mpnn.verlet import VerletNeighbors
+from ase_mpnn.graph.skin import SkinNeighborList
 
 
 def results(atoms, calc):
@@ -78,17 +78,17 @@ def test_a_pair_entering_the_cutoff_forces_a_rebuild(potential):
 
 
 def test_changed_elements_or_pbc_rebuild():
-    verlet = VerletNeighbors(4.0, 0.5, ["Cu", "Ni"])
+    verlet = SkinNeighborList(4.0, 0.5, ["Cu", "Ni"])
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-    verlet.arrays(atoms)
+    verlet.structure(atoms)
     other = atoms.copy()
     other.symbols[0] = "Ni"
-    assert verlet.arrays(other)["species"][0] == 1 and verlet.builds == 2
+    assert verlet.structure(other).species[0] == 1 and verlet.builds == 2
     other.pbc = [True, True, False]
-    verlet.arrays(other)
+    verlet.structure(other)
     assert verlet.builds == 3 and verlet.reuses == 0
 
 
 def test_skin_must_be_non_negative():
     with pytest.raises(ValueError, match="skin"):
-        VerletNeighbors(4.0, -0.1, ["Cu"])
+        SkinNeighborList(4.0, -0.1, ["Cu"])

@@ -22,7 +22,7 @@ import numpy as np
 from ase import Atoms
 from ase.io import read
 
-from .errors import ASEMPNNError
+from ..errors import ASEMPNNError
 
 #: key-value pairs every row gets (ase.db keeps them as searchable columns)
 COLUMNS = ("input_id", "task", "status", "error", "converged", "steps", "seconds", "model",

@@ -1,9 +1,8 @@
 """Neighbour lists: every pair (i, j, S) with |x_j - x_i + S @ cell| < cutoff.
 
-Two interchangeable backends: vesin (the default, a dependency) and matscipy (the design
-card's; the default wherever vesin cannot be imported). benchmarks/run.py measures both
-on every cell size: vesin built the fcc Cu lists 1.3-2.5x faster from 32 to 10976 atoms.
-Choose with ``set_neighbor_backend`` or the ``ASE_MPNN_NEIGHBORS`` environment variable
+Two interchangeable backends: vesin (the default, a dependency) and matscipy (the default
+wherever vesin cannot be imported); ``benchmarks/run.py`` times both on every cell size,
+which is how the default was chosen. Choose with ``set_neighbor_backend`` or the ``ASE_MPNN_NEIGHBORS`` environment variable
 (``matscipy`` or ``vesin``); tests check that both give the same pairs, sorted by centre.
 
 Both search cell lists. They bin atoms inside the cell they are given, so

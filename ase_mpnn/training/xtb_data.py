@@ -22,8 +22,8 @@ from ase.md.langevin import Langevin
 from ase.optimize import BFGS
 from tqdm import tqdm
 
-from ._compat import thermalize
-from .reference import label
+from .._compat import thermalize
+from .emt_data import label
 
 #: molecules shipped as structure files (name -> file under ase_mpnn/structures)
 SHIPPED = {"aspirin": "aspirin.xyz"}

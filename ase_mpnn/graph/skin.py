@@ -1,4 +1,4 @@
-"""Verlet-skin neighbour lists: build at cutoff + skin, reuse while provably complete.
+"""Skin neighbour lists (Verlet lists): build at cutoff + skin, reuse while provably complete.
 
 Between two MD or relaxation steps atoms move by a tiny fraction of the cutoff, so the
 pairs within the cutoff are almost the same. A list built at ``cutoff + skin`` stays
@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from .graph import MIN_DISTANCE, check_geometry, structure_arrays
+from .structure import MIN_DISTANCE, Structure, check_geometry, make_structure
 
 
-class VerletNeighbors:
+class SkinNeighborList:
     """Per-calculator neighbour-list cache with a Verlet skin.
 
     Args:
@@ -40,44 +40,43 @@ class VerletNeighbors:
         self.cutoff, self.skin = float(cutoff), float(skin)
         self.species, self.min_distance = list(species), float(min_distance)
         self.builds = self.reuses = 0
-        self._reference: dict[str, np.ndarray] | None = None
+        self._reference: Structure | None = None
 
     @property
     def list_cutoff(self) -> float:
         """Radius the stored list was built with, Angstrom."""
         return self.cutoff + self.skin
 
-    def arrays(self, atoms: Atoms) -> dict[str, np.ndarray]:
-        """``structure_arrays`` of ``atoms`` with a list at cutoff + skin, reused when valid."""
+    def structure(self, atoms: Atoms) -> Structure:
+        """The ``Structure`` of ``atoms`` with a list at cutoff + skin, reused when valid."""
         positions = np.asarray(atoms.positions, dtype=np.float64)
         cell = np.asarray(atoms.cell.array, dtype=np.float64)
         if self._still_complete(atoms, positions, cell):
-            if not np.array_equal(cell, self._reference["cell"]):  # new cells are checked;
+            if not np.array_equal(cell, self._reference.cell):  # new cells are checked;
                 check_geometry(positions, cell, np.asarray(atoms.pbc, dtype=bool))
             # NaN positions never get here (_still_complete returns False for them)
             self.reuses += 1
-            return {**self._reference, "positions": positions.reshape(-1, 3), "cell": cell}
-        built = structure_arrays(atoms, self.list_cutoff, self.species, self.min_distance)
+            return self._reference._replace(positions=positions.reshape(-1, 3), cell=cell)
+        built = make_structure(atoms, self.list_cutoff, self.species, self.min_distance)
         # own copies: the arrays may share memory with ``atoms``, which callers change in place
-        self._reference = {key: value.copy() for key, value in built.items()}
+        self._reference = built.copy()
         self.builds += 1
         return self._reference
 
     def _still_complete(self, atoms: Atoms, positions: np.ndarray, cell: np.ndarray) -> bool:
         ref = self._reference
-        if ref is None or self.skin == 0 or len(positions) != len(ref["positions"]):
+        if ref is None or self.skin == 0 or len(positions) != len(ref.positions):
             return False
-        if not (np.array_equal(atoms.numbers, ref["numbers"])
-                and np.array_equal(atoms.pbc, ref["pbc"])):
+        if not (np.array_equal(atoms.numbers, ref.numbers) and np.array_equal(atoms.pbc, ref.pbc)):
             return False
-        if np.array_equal(cell, ref["cell"]):
+        if np.array_equal(cell, ref.cell):
             deformation, sigma_min = None, 1.0
         elif atoms.pbc.all():  # NPT or a cell filter: allow what the strain bound allows
-            deformation = np.linalg.solve(ref["cell"], cell)  # G with C' = C0 G
+            deformation = np.linalg.solve(ref.cell, cell)  # G with C' = C0 G
             sigma_min = float(np.linalg.svd(deformation, compute_uv=False).min())
         else:
             return False
-        affine = ref["positions"] if deformation is None else ref["positions"] @ deformation
+        affine = ref.positions if deformation is None else ref.positions @ deformation
         moved = np.sqrt(((positions - affine) ** 2).sum(axis=1).max()) if len(positions) else 0.0
         if not np.isfinite(moved):
             return False  # NaN positions: rebuild, which reports them

@@ -1,0 +1,49 @@
+"""The ``ase-mpnn`` command line: one module per family of sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .._version import __version__
+from ..errors import ASEMPNNError
+from . import batch, models, simulate, training
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ..demo import print_summary, run_demo
+
+    print_summary(run_demo(args.out, model=args.model, md_steps=args.md_steps, seed=args.seed))
+    print(f"files written to {args.out}/ (relax.traj, md.traj, md_energy.png, summary.json)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``ase-mpnn`` and its sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="ase-mpnn", description="Message-passing neural-network potentials for ASE."
+    )
+    parser.add_argument("--version", action="version", version=f"ase-mpnn {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="relax a Cu-Ni cell, run MD, compare with EMT")
+    demo.add_argument("--model", help="model name or file (default: the best built-in EMT model)")
+    demo.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
+    demo.add_argument("--md-steps", type=int, default=200, help="NVE steps of 1 fs")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_demo)
+
+    for family in (models, training, simulate, batch):
+        family.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ase-mpnn`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ASEMPNNError, ValueError, ImportError) as exc:
+        print(f"ase-mpnn: error: {exc}", file=sys.stderr)
+        return 2

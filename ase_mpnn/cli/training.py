@@ -1,0 +1,122 @@
+"""``ase-mpnn train|eval|make-data``: reference data, training and error metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..loading import DEFAULT_DTYPE
+
+
+def _parse_value(text: str):
+    """A --set value: JSON when it parses (numbers, lists, true/false), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ..training import TrainConfig, train
+
+    values = yaml.safe_load(open(args.config)) if args.config else {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{args.config} must hold a mapping of training options")
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        values[key.strip()] = _parse_value(value)
+    for key in ("data", "epochs", "output", "dtype", "architecture"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if args.resume:
+        values["resume"] = True
+    summary = train(TrainConfig.from_dict(values))
+    print(json.dumps({k: v for k, v in summary.items() if k != "test"}, indent=2))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from ase.io import write
+
+    from ..loading import load_model
+    from ..training.metrics import error_metrics, format_metrics, parity_plots
+    from ..training.samples import GraphCache, read_samples
+
+    potential = load_model(args.model, dtype=args.dtype)
+    samples = read_samples(args.data, require_forces=False)
+    cache = GraphCache(samples, potential.cutoff, potential.species)
+    metrics = error_metrics(potential, cache, args.batch_size, potential.scale.dtype,
+                            keep_predictions=True)
+    pairs = metrics.pop("predictions")
+    print(format_metrics(metrics, f"{args.model} on {args.data}"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for prediction, sample in pairs:
+        atoms = sample.atoms.copy()
+        atoms.info["MPNN_energy"] = prediction["energy"]
+        atoms.arrays["MPNN_forces"] = prediction["forces"]
+        if "stress" in prediction:
+            atoms.info["MPNN_stress"] = prediction["stress"].ravel()
+        atoms.info["REF_energy"] = sample.energy
+        if sample.forces is not None:
+            atoms.arrays["REF_forces"] = sample.forces
+        frames.append(atoms)
+    write(out / "predictions.extxyz", frames, format="extxyz")
+    parity_plots(pairs, out, title=Path(args.model).name)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"predictions, metrics.json and parity plots written to {out}/")
+    return 0
+
+
+def _make_data(args: argparse.Namespace) -> int:
+    if args.reference == "xtb":
+        from ..training.xtb_data import xtb_dataset
+
+        path = xtb_dataset(args.molecules, args.n, args.output, seed=args.seed)
+        print(f"wrote {args.n} GFN2-xTB-labelled frames of {', '.join(args.molecules)} to {path}")
+        return 0
+    from ..training.emt_data import emt_dataset
+
+    path = emt_dataset(args.elements, args.n, args.output, seed=args.seed)
+    print(f"wrote {args.n} EMT-labelled structures of {'-'.join(args.elements)} to {path}")
+    return 0
+
+
+def add_commands(commands) -> None:
+    """Add train, eval and make-data to the ``ase-mpnn`` sub-command parser."""
+    train = commands.add_parser("train", help="train a potential (YAML config, flags override)")
+    train.add_argument("config", nargs="?", help="YAML file of TrainConfig options")
+    train.add_argument("--data", help="extxyz/ase.db file with REF_energy, REF_forces[, REF_stress]")
+    train.add_argument("--architecture", help="SchNet, CGCNN, MPNN, ...")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--dtype", choices=["float32", "float64"])
+    train.add_argument("--output", help="output folder (checkpoint, best.mpnn, metrics, plots)")
+    train.add_argument("--resume", action="store_true", help="continue from output/checkpoint.pt")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override any option, e.g. --set lr=5e-4 --set "
+                            "'hyperparameters={\"n_features\": 32}'")
+    train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("eval", help="errors of a model on labelled data")
+    evaluate.add_argument("model", help="model file")
+    evaluate.add_argument("data", help="file with REF_ labels (extxyz, ase.db, ...)")
+    evaluate.add_argument("--out", default="evaluation", help="output folder")
+    evaluate.add_argument("--dtype", default=DEFAULT_DTYPE, choices=["float32", "float64"])
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.set_defaults(func=_eval)
+
+    make_data = commands.add_parser(
+        "make-data", help="label structures with EMT (metals) or GFN2-xTB (molecules)")
+    make_data.add_argument("--reference", choices=["emt", "xtb"], default="emt",
+                           help="emt: metal alloys; xtb: molecules through tblite")
+    make_data.add_argument("--elements", nargs="+", default=["Cu", "Ni"], help="EMT metals")
+    make_data.add_argument("--molecules", nargs="+", default=["ethanol"],
+                           help="xTB molecules: ethanol, aspirin, any ASE G2 name or a file")
+    make_data.add_argument("-n", type=int, default=400, help="number of structures")
+    make_data.add_argument("--seed", type=int, default=0)
+    make_data.add_argument("-o", "--output", required=True, help="extxyz file to write")
+    make_data.set_defaults(func=_make_data)

@@ -1,0 +1,109 @@
+"""Structures -> one batched graph of tensors, and batched outputs -> one dict per structure.
+
+Several structures batch into one graph by concatenating atoms and edges (edge indices
+offset by the atoms before them), with ``BATCH`` telling which structure each atom
+belongs to; models never need to know how many structures they see. How each field
+batches is read from its level in ``ase_mpnn.keys``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .. import keys
+from .structure import MIN_DISTANCE, Structure, is_single_structure, make_structure
+
+Graph = dict[str, torch.Tensor]
+
+
+def build_graph(
+    structures: Any,
+    cutoff: float,
+    species: Sequence[str],
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    min_distance: float = MIN_DISTANCE,
+) -> Graph:
+    """Build one graph (a batch) from one structure or a list of them.
+
+    Args:
+        structures: ase.Atoms (or pymatgen Structure/Molecule), or a sequence of them.
+        cutoff: neighbour cutoff radius, Angstrom.
+        species: the model's element symbols; SPECIES indexes into this list.
+        dtype: floating dtype of positions, cell and shifts.
+        device: where the tensors live.
+        min_distance: closest allowed approach of two atoms, Angstrom.
+
+    Returns:
+        A dict keyed by the constants in ase_mpnn.keys (see there for shapes).
+    """
+    if is_single_structure(structures):
+        structures = [structures]
+    records = [make_structure(s, cutoff, species, min_distance) for s in structures]
+    return collate(records, dtype=dtype, device=device)
+
+
+def collate(
+    records: Sequence[Structure],
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> Graph:
+    """Concatenate structures (``Structure`` records) into one batched graph."""
+    if not len(records):
+        raise ValueError("cannot build a graph from an empty list of structures")
+    counts = np.array([r.n_atoms for r in records], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    if len(records) == 1:  # the calculator's case: no copies
+        edges = records[0].edges
+    else:
+        edges = np.concatenate([r.edges + off for r, off in zip(records, offsets)], axis=1)
+
+    def cat(name: str) -> np.ndarray:
+        if len(records) == 1:
+            return getattr(records[0], name)
+        return np.concatenate([getattr(r, name) for r in records])
+
+    float_kw = {"dtype": dtype, "device": device}
+    int_kw = {"dtype": torch.int64, "device": device}
+    return {
+        keys.ATOMIC_NUMBERS: torch.as_tensor(cat("numbers"), **int_kw),
+        keys.SPECIES: torch.as_tensor(cat("species"), **int_kw),
+        keys.POSITIONS: torch.as_tensor(cat("positions").reshape(-1, 3), **float_kw),
+        keys.CELL: torch.as_tensor(np.stack([r.cell for r in records]), **float_kw),
+        keys.PBC: torch.as_tensor(np.stack([r.pbc for r in records]), device=device),
+        keys.EDGE_INDEX: torch.as_tensor(edges, **int_kw),
+        keys.CELL_SHIFTS: torch.as_tensor(cat("shifts").reshape(-1, 3), **float_kw),
+        keys.BATCH: torch.repeat_interleave(torch.arange(len(records), device=device),
+                                            torch.as_tensor(counts, device=device)),
+        keys.N_ATOMS: torch.as_tensor(counts, **int_kw),
+    }
+
+
+def unbatch(out: Graph, n_atoms: Sequence[int]) -> list[dict[str, np.ndarray]]:
+    """Batched node and graph fields -> one dict per structure, as float64/int64 numpy.
+
+    Args:
+        out: tensors keyed by registered node- or graph-level keys (e.g. a potential's
+            outputs); edge-level and unregistered keys are left out.
+        n_atoms: atoms of each structure, in batch order.
+
+    Returns:
+        One dict per structure: node fields (n_atoms_k, ...), graph fields (...) (the
+        structure's own row).
+    """
+    bounds = np.concatenate([[0], np.cumsum(n_atoms)]).astype(int)
+    split: list[dict[str, np.ndarray]] = [{} for _ in n_atoms]
+    for key, tensor in out.items():
+        level = keys.level(key)
+        if level not in ("node", "graph"):
+            continue
+        array = tensor.detach().to("cpu")
+        array = (array.to(torch.float64) if array.is_floating_point() else array).numpy()
+        for k, part in enumerate(split):
+            part[key] = (array[bounds[k]:bounds[k + 1]] if level == "node" else array[k]).copy()
+    return split
