@@ -5,8 +5,13 @@ Public classes, each built with ``species=[...]`` and ``cutoff=...`` and working
 E(3)-equivariant ``NequIP`` and ``MACE`` on e3nn.
 """
 
-from .base import (ARCHITECTURES, AtomisticModel, architecture_class, build_model,
-                   register_architecture)
+from .base import (
+                   ARCHITECTURES,
+                   AtomisticModel,
+                   architecture_class,
+                   build_model,
+                   register_architecture,
+)
 from .cgcnn import CGCNN
 from .mace import MACE
 from .mpnn import MPNN

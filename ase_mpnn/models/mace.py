@@ -18,247 +18,32 @@ two-body A's is a (nu+1)-body function of the neighbourhood, obtained at the cos
 neighbour sum: that is MACE's trick. The message m_i = Linear(B_i) updates the features,
 h_i <- m_i + Linear_z(h_i) (an element-dependent self-connection, absent in the first
 layer), and each layer reads out an energy from its scalars; the per-atom energy is the
-sum over layers (the last readout a small MLP).
+sum over layers (the last readout a small MLP). The product basis is
+``ase_mpnn.models.mace_product``; the embeddings and the convolution are shared with
+NequIP (``ase_mpnn.models.equivariant_base``, ``ase_mpnn.nn.convolution``).
 
 Units: lengths in Angstrom; the output is an unscaled energy per atom.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
-import math
-from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from e3nn import o3
 from torch import nn
 
-from ..nn.equivariant import (
-    EdgeSphericalHarmonics,
-    EquivariantConvolution,
-    ExactConstantsMixin,
-    RadialEmbedding,
-    check_integer,
-    check_positive,
-    graph_inputs,
-    natural_irreps,
-    scalar_dim,
-    species_irreps,
-)
-from .base import AtomisticModel, register_architecture
+from ..nn.convolution import EquivariantConvolution
+from ..nn.equivariant import EdgeInputs, natural_irreps, scalar_dim, species_irreps
+from ..nn.validation import check_integer, check_positive
+from .base import register_architecture
+from .equivariant_base import EquivariantModel
+from .mace_product import MAX_CORRELATION, SymmetricContraction, coupling_basis
+
+__all__ = ["MACE", "MACELayer", "MAX_CORRELATION", "MAX_ELL", "SymmetricContraction",
+           "coupling_basis"]
 
 MAX_ELL = 4  # largest spherical-harmonic order of the atomic basis A
-MAX_CORRELATION = 3  # largest number of A's multiplied (body order correlation + 1)
-
-
-# --- the symmetric coupling basis (generalised Clebsch-Gordan coefficients) -------------
-def _coupling_trees(ls: Sequence[int], l_out: int) -> list[torch.Tensor]:
-    """Left-coupled Clebsch-Gordan trees ((l1 (x) l2)_k1 (x) l3)_k2 ... -> l_out.
-
-    One tensor (2 l_out + 1, 2 l1 + 1, ..., 2 l_nu + 1) per choice of the intermediate
-    irreps k; together they span the equivariant maps V_l1 (x) ... (x) V_l_nu -> V_l_out.
-    """
-    trees = [(ls[0], torch.eye(2 * ls[0] + 1, dtype=torch.float64))]  # (k, (2k+1, ...))
-    for position, l_b in enumerate(ls[1:], start=2):
-        last = position == len(ls)
-        grown = []
-        for l_a, tensor in trees:
-            targets = [l_out] if last else range(abs(l_a - l_b), l_a + l_b + 1)
-            for l_c in targets:
-                if abs(l_a - l_b) <= l_c <= l_a + l_b:
-                    w3j = o3.wigner_3j(l_a, l_b, l_c, dtype=torch.float64)
-                    grown.append((l_c, torch.einsum("abc,a...->c...b", w3j, tensor)))
-        trees = grown
-    return [tensor for l, tensor in trees if l == l_out]
-
-
-@functools.lru_cache(maxsize=None)
-def coupling_basis(l_max: int, order: int, l_out: int) -> torch.Tensor:
-    """Basis of the symmetric, O(3)-equivariant maps of ``order`` copies of A into l_out.
-
-    A has components 0e+1o+...+(l_max, (-1)^l_max), D = (l_max+1)^2 of them. For every
-    multiset l1 <= ... <= l_nu with parity (-1)^(l1+...+l_nu) = (-1)^l_out, the
-    Clebsch-Gordan trees coupling those factors to l_out are placed in their block of the
-    full (2 l_out + 1, D, ..., D) tensor and symmetrised over the order of the factors
-    (products of one A commute); a Gram-Schmidt pass keeps an orthonormal, linearly
-    independent set (blocks of different multisets are orthogonal already). These are the
-    paper's generalised Clebsch-Gordan coefficients. Deterministic, float64; cached: do
-    not modify the result.
-
-    Returns:
-        (n_paths, 2 l_out + 1, D, ..., D) with ``order`` trailing D axes; n_paths may be 0.
-    """
-    dim = (l_max + 1) ** 2
-    shape = (2 * l_out + 1, *([dim] * order))
-    permutations = list(itertools.permutations(range(1, order + 1)))
-    basis: list[torch.Tensor] = []
-    for ls in itertools.combinations_with_replacement(range(l_max + 1), order):
-        if (sum(ls) - l_out) % 2:
-            continue
-        block = (slice(None), *(slice(l * l, (l + 1) ** 2) for l in ls))
-        found: list[torch.Tensor] = []
-        for tree in _coupling_trees(ls, l_out):
-            full = torch.zeros(shape, dtype=torch.float64)
-            full[block] = tree
-            vector = sum(full.permute(0, *p) for p in permutations).flatten()
-            scale = torch.linalg.vector_norm(vector)
-            for other in found:  # modified Gram-Schmidt
-                vector = vector - (other @ vector) * other
-            norm = torch.linalg.vector_norm(vector)
-            if norm > 1e-8 * scale and norm > 1e-12:
-                found.append(vector / norm)
-        basis += found
-    if not basis:
-        return torch.zeros((0, *shape), dtype=torch.float64)
-    return torch.stack(basis).reshape(-1, *shape)
-
-
-class SymmetricContraction(nn.Module):
-    """The product basis B = sum_nu W[z, nu, eta, k] C_eta A_k^(x)nu, channel by channel.
-
-    The coupling tensors are symmetric, so each is stored once per monomial
-    A_a A_b ... with a <= b <= ... (times its number of orderings); monomials that no
-    coupling uses are dropped. Per call: gather the needed products of components of A,
-    one matrix product with the constant coefficient matrix, then the element-dependent
-    weights. This spans exactly what chaining e3nn tensor products channel-wise,
-    (A (x) A) (x) A, and mixing their outputs would (tests check the span), without
-    their identically-zero antisymmetric paths and linearly dependent copies; for the
-    default 32x(0e..3o) A it needs 150 products of components per channel and 13 weights.
-
-    Args:
-        n_channels: channels k of A (and of the output).
-        l_max: A has irreps n_channels x (0e + 1o + ... + l_max).
-        out_ls: output irreps n_channels x (l, (-1)^l) for l in out_ls.
-        correlation: largest number of factors nu.
-        n_species: elements, for the weights W[z].
-    """
-
-    ATOMS_PER_BLOCK = 1024
-
-    def __init__(self, n_channels: int, l_max: int, out_ls: Sequence[int], correlation: int,
-                 n_species: int):
-        super().__init__()
-        if correlation not in range(1, MAX_CORRELATION + 1):
-            raise ValueError(f"correlation must be an integer in 1..{MAX_CORRELATION}, "
-                             f"got {correlation!r}")
-        self.n_channels, self.l_max, self.out_ls = n_channels, l_max, list(out_ls)
-        self.irreps_in = natural_irreps(l_max, n_channels)
-        self.irreps_out = o3.Irreps([(n_channels, (l, (-1) ** l)) for l in self.out_ls])
-        dim = (l_max + 1) ** 2
-        # columns: for each output l, each path (order, eta), each m; rows: monomials of A
-        monomial_rows: dict[tuple[int, ...], dict[int, float]] = {}
-        self.paths_per_l: list[int] = []
-        self.path_orders: list[list[int]] = []  # number of factors of each path, per l
-        col = 0
-        for l_out in self.out_ls:
-            n_paths = 0
-            self.path_orders.append([])
-            for order in range(1, correlation + 1):
-                basis = coupling_basis(l_max, order, l_out)
-                for path in range(basis.shape[0]):
-                    self.path_orders[-1].append(order)
-                    for m in range(2 * l_out + 1):
-                        block = basis[path, m]
-                        for index in torch.nonzero(block.abs() > 1e-14).tolist():
-                            monomial = tuple(sorted(index))
-                            if tuple(index) != monomial:
-                                continue  # counted once, with its multiplicity
-                            weight = float(block[tuple(index)]) * _orderings(monomial)
-                            monomial_rows.setdefault(monomial, {})[col + m] = weight
-                    col += 2 * l_out + 1
-                n_paths += basis.shape[0]
-            self.paths_per_l.append(n_paths)
-        if any(n == 0 for n in self.paths_per_l):
-            missing = [l for l, n in zip(self.out_ls, self.paths_per_l) if n == 0]
-            raise ValueError(f"no symmetric coupling of A (l <= {l_max}) into l = {missing}")
-        # monomials in order of degree; pairs needed by degree-2 or degree-3 monomials
-        monomials = sorted(monomial_rows, key=lambda m: (len(m), m))
-        pairs = sorted({m[:2] for m in monomials if len(m) >= 2})
-        pair_position = {p: k for k, p in enumerate(pairs)}
-        singles = [m for m in monomials if len(m) == 1]
-        doubles = [m for m in monomials if len(m) == 2]
-        triples = [m for m in monomials if len(m) == 3]
-        # feature vector: [A_a for singles | A_a A_b for pairs | A_a A_b A_c for triples]
-        n_features = len(singles) + len(pairs) + len(triples)
-        coefficients = torch.zeros(n_features, col, dtype=torch.float64)
-        row_of = {m: k for k, m in enumerate(singles)}
-        row_of.update({m: len(singles) + pair_position[m] for m in doubles})
-        row_of.update({m: len(singles) + len(pairs) + k for k, m in enumerate(triples)})
-        for monomial, entries in monomial_rows.items():
-            for c, value in entries.items():
-                coefficients[row_of[monomial], c] = value
-        self._exact_constants = {"coefficients": coefficients}
-        self.register_buffer("coefficients", coefficients.to(torch.get_default_dtype()),
-                             persistent=False)
-        as_index = lambda values: torch.tensor(values, dtype=torch.int64).reshape(-1)  # noqa: E731
-        self.register_buffer("single_index", as_index([m[0] for m in singles]), persistent=False)
-        self.register_buffer("pair_a", as_index([p[0] for p in pairs]), persistent=False)
-        self.register_buffer("pair_b", as_index([p[1] for p in pairs]), persistent=False)
-        self.register_buffer("triple_pair", as_index([pair_position[m[:2]] for m in triples]),
-                             persistent=False)
-        self.register_buffer("triple_c", as_index([m[2] for m in triples]), persistent=False)
-        self.has_pairs, self.has_triples = bool(pairs), bool(triples)
-        self.dim = dim
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.randn(n_species, n, n_channels) / math.sqrt(n))
-            for n in self.paths_per_l
-        )
-        # (offset, width) of each l block of A in e3nn's channel-major layout
-        self._in_blocks = [(n_channels * l * l, 2 * l + 1) for l in range(l_max + 1)]
-
-    def coupled(self, a: torch.Tensor) -> list[torch.Tensor]:
-        """The product basis before the element weights: per output l, (n_atoms, k, paths, 2l+1).
-
-        a: (n_atoms, irreps_in.dim) in e3nn layout. Path p of output l has
-        ``path_orders[l][p]`` factors of A.
-        """
-        n, k = a.shape[0], self.n_channels
-        # e3nn layout [k x 1 | k x 3 | ...] -> rows (atom, channel), columns D components
-        comps = torch.cat([a[:, off:off + k * w].reshape(n, k, w) for off, w in self._in_blocks],
-                          dim=2).reshape(n * k, self.dim)
-        features = [comps.index_select(1, self.single_index)]
-        if self.has_pairs:
-            pairs = comps.index_select(1, self.pair_a) * comps.index_select(1, self.pair_b)
-            features.append(pairs)
-            if self.has_triples:
-                features.append(pairs.index_select(1, self.triple_pair)
-                                * comps.index_select(1, self.triple_c))
-        coupled = torch.cat(features, dim=1) @ self.coefficients  # (n k, sum_l paths (2l+1))
-        blocks, start = [], 0
-        for l_out, n_paths in zip(self.out_ls, self.paths_per_l):
-            width = n_paths * (2 * l_out + 1)
-            blocks.append(coupled[:, start:start + width].reshape(n, k, n_paths, 2 * l_out + 1))
-            start += width
-        return blocks
-
-    def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        """a (n_atoms, irreps_in.dim), species (n_atoms,) -> (n_atoms, irreps_out.dim).
-
-        Atoms are taken in blocks of ATOMS_PER_BLOCK: the (atoms x channels, monomials)
-        intermediates stay cache-sized, so the time per atom does not grow with the cell.
-        """
-        if a.shape[0] <= self.ATOMS_PER_BLOCK:
-            return self._contract(a, species)
-        return torch.cat([self._contract(a_block, s_block) for a_block, s_block in
-                          zip(a.split(self.ATOMS_PER_BLOCK), species.split(self.ATOMS_PER_BLOCK))])
-
-    def _contract(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        n = a.shape[0]
-        outputs = []
-        for block, weights in zip(self.coupled(a), self.weights):
-            w = weights.index_select(0, species)  # (n, paths, k): element-dependent
-            outputs.append(torch.einsum("nkpm,npk->nkm", block, w).reshape(n, -1))
-        return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
-
-
-def _orderings(monomial: tuple[int, ...]) -> int:
-    """Number of distinct orderings of a multiset of indices (the multinomial coefficient)."""
-    count = math.factorial(len(monomial))
-    for repeats in Counter(monomial).values():
-        count //= math.factorial(repeats)
-    return count
 
 
 # --- one MACE layer ----------------------------------------------------------------------
@@ -291,18 +76,17 @@ class MACELayer(nn.Module):
             irreps_in, species_irreps(n_species), irreps_out)
         self.irreps_out = o3.Irreps(irreps_out)
 
-    def forward(self, h, onehot, species, sh, basis, envelope, centers, neighbors, slots=0):
+    def forward(self, h: torch.Tensor, inputs: EdgeInputs) -> torch.Tensor:
         """h (n_atoms, irreps_in.dim) -> (n_atoms, irreps_out.dim)."""
-        a = self.linear_a(self.conv(self.linear_up(h), sh, basis, envelope, centers, neighbors,
-                                    slots))
-        out = self.linear_out(self.product(a, species))
+        a = self.linear_a(self.conv(self.linear_up(h), inputs))
+        out = self.linear_out(self.product(a, inputs.species))
         if self.self_connection is not None:
-            out = out + self.self_connection(h, onehot)
+            out = out + self.self_connection(h, inputs.onehot)
         return out
 
 
 @register_architecture
-class MACE(ExactConstantsMixin, AtomisticModel):
+class MACE(EquivariantModel):
     """MACE: equivariant messages of body order correlation + 1 (Batatia et al. 2022).
 
     Args:
@@ -358,43 +142,32 @@ class MACE(ExactConstantsMixin, AtomisticModel):
             radial_hidden=radial_hidden, radial_layers=radial_layers,
             readout_hidden=readout_hidden, avg_num_neighbors=avg_num_neighbors,
         )
-        n_species = len(self.species)
+        self._build_embeddings(n_features, max_ell, n_basis, p)  # features: k x 0e
         radial = dict(n_basis=n_basis, radial_hidden=radial_hidden, radial_layers=radial_layers,
                       avg_num_neighbors=avg_num_neighbors)
-        self.embedding = nn.Embedding(n_species, n_features)  # = Linear(one-hot) -> k x 0e
-        self.sh = EdgeSphericalHarmonics(max_ell)
-        self.radial = RadialEmbedding(self.cutoff, n_basis, p)
         hidden = natural_irreps(hidden_l_max, n_features)
         scalars = natural_irreps(0, n_features)
-        self.layer_irreps: list[o3.Irreps] = []
-        layers, irreps_in = [], scalars
-        for t in range(n_layers):
-            # only scalars leave the last layer: nothing after it could use l > 0
-            irreps_out = scalars if t == n_layers - 1 else hidden
-            layers.append(MACELayer(irreps_in, irreps_out, self.sh.irreps_out, n_features,
-                                    max_ell, correlation, n_species, radial, first=t == 0))
-            self.layer_irreps.append(irreps_out)
-            irreps_in = irreps_out
-        self.layers = nn.ModuleList(layers)
-        self.readouts = nn.ModuleList(
-            nn.Linear(scalar_dim(irreps), 1, bias=False) for irreps in self.layer_irreps[:-1]
+        # only scalars leave the last layer: nothing after it could use l > 0
+        self.layer_irreps: list[o3.Irreps] = [hidden] * (n_layers - 1) + [scalars]
+        irreps_in = [scalars, *self.layer_irreps[:-1]]  # the embedding, then each output
+        self.layers = nn.ModuleList(
+            MACELayer(irreps_in[t], self.layer_irreps[t], self.sh.irreps_out, n_features,
+                      max_ell, correlation, len(self.species), radial, first=t == 0)
+            for t in range(n_layers)
         )
-        self.readouts.append(nn.Sequential(nn.Linear(n_features, readout_hidden, bias=False),
-                                           nn.SiLU(), nn.Linear(readout_hidden, 1, bias=False)))
+        self.readouts = self._build_readouts(n_features, readout_hidden)
         # plain ints: the readouts' inputs (torch.compile cannot trace e3nn's Irreps)
         self._readout_dims = [scalar_dim(irreps) for irreps in self.layer_irreps]
         self._finalize_e3nn()
 
-    def node_features(self, graph: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Features after each layer t: (n_atoms, layer_irreps[t].dim), equivariant."""
-        x = graph_inputs(graph, self.sh, self.radial, len(self.species))
-        h = self.embedding(x["species"])
-        features = []
-        for layer in self.layers:
-            h = layer(h, x["onehot"], x["species"], x["sh"], x["basis"], x["envelope"],
-                      x["centers"], x["neighbors"], x["slots"])
-            features.append(h)
-        return features
+    def _build_readouts(self, n_features: int, readout_hidden: int) -> nn.ModuleList:
+        """A linear map of each layer's scalars to an energy; after the last layer an MLP."""
+        readouts = nn.ModuleList(
+            nn.Linear(scalar_dim(irreps), 1, bias=False) for irreps in self.layer_irreps[:-1]
+        )
+        readouts.append(nn.Sequential(nn.Linear(n_features, readout_hidden, bias=False),
+                                      nn.SiLU(), nn.Linear(readout_hidden, 1, bias=False)))
+        return readouts
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-atom energies (n_atoms,): the sum of every layer's scalar readout."""

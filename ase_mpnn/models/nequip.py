@@ -28,29 +28,26 @@ Reflections: Y_l has parity (-1)^l and Clebsch-Gordan paths conserve parity, so 
 parity p change sign as p under inversion; the energy is built from even scalars only and
 is therefore invariant under rotations and reflections, and forces are equivariant.
 
+The embeddings and the convolution are shared with MACE
+(``ase_mpnn.models.equivariant_base``, ``ase_mpnn.nn.convolution``).
+
 Units: lengths in Angstrom; the output is an unscaled energy per atom.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
-from ..nn.equivariant import (
-    EdgeSphericalHarmonics,
-    EquivariantConvolution,
-    ExactConstantsMixin,
-    RadialEmbedding,
-    check_integer,
-    check_positive,
-    graph_inputs,
-    species_irreps,
-)
-from .base import AtomisticModel, register_architecture
+from ..nn.convolution import EquivariantConvolution
+from ..nn.equivariant import EdgeInputs, species_irreps
+from ..nn.validation import check_bool, check_integer, check_positive
+from .base import register_architecture
+from .equivariant_base import EquivariantModel
 
 MAX_L = 3  # largest l of the features and spherical harmonics
 
@@ -123,30 +120,35 @@ class NequIPLayer(nn.Module):
         self.self_connection = o3.FullyConnectedTensorProduct(
             irreps_in, species_irreps(n_species), irreps_gate_in)
         self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), self.gate.irreps_out
-        # residual: output column c adds input column residual_index[c] (a zero column
-        # at index irreps_in.dim where the input has no such irrep)
-        index, offsets = [], {}
-        start = 0
-        for mul, ir in self.irreps_in:
-            offsets[(mul, ir)] = start
-            start += mul * ir.dim
-        for mul, ir in self.irreps_out:
-            first = offsets.get((mul, ir))
-            index += (list(range(first, first + mul * ir.dim)) if first is not None
-                      else [self.irreps_in.dim] * (mul * ir.dim))
-        self.register_buffer("residual_index", torch.tensor(index, dtype=torch.int64),
+        self.register_buffer("residual_index", residual_index(self.irreps_in, self.irreps_out),
                              persistent=False)
 
-    def forward(self, h, onehot, sh, basis, envelope, centers, neighbors, slots=0):
+    def forward(self, h: torch.Tensor, inputs: EdgeInputs) -> torch.Tensor:
         """h (n_atoms, irreps_in.dim) -> (n_atoms, irreps_out.dim)."""
-        x = self.conv(self.linear_1(h), sh, basis, envelope, centers, neighbors, slots)
-        out = self.gate(self.linear_2(x) + self.self_connection(h, onehot))
+        x = self.conv(self.linear_1(h), inputs)
+        out = self.gate(self.linear_2(x) + self.self_connection(h, inputs.onehot))
         padded = torch.cat([h, h.new_zeros(h.shape[0], 1)], dim=1)
         return out + padded.index_select(1, self.residual_index)
 
 
+def residual_index(irreps_in: o3.Irreps, irreps_out: o3.Irreps) -> torch.Tensor:
+    """(irreps_out.dim,) int64: output column c adds input column index[c] in the residual,
+    or column irreps_in.dim (a zero column appended to the input) where the input has no
+    block of the same multiplicity and irrep."""
+    index, offsets = [], {}
+    start = 0
+    for mul, ir in irreps_in:
+        offsets[(mul, ir)] = start
+        start += mul * ir.dim
+    for mul, ir in irreps_out:
+        first = offsets.get((mul, ir))
+        index += (list(range(first, first + mul * ir.dim)) if first is not None
+                  else [irreps_in.dim] * (mul * ir.dim))
+    return torch.tensor(index, dtype=torch.int64)
+
+
 @register_architecture
-class NequIP(ExactConstantsMixin, AtomisticModel):
+class NequIP(EquivariantModel):
     """NequIP: gated E(3)-equivariant interaction blocks (Batzner et al. 2022).
 
     Args:
@@ -182,8 +184,7 @@ class NequIP(ExactConstantsMixin, AtomisticModel):
         super().__init__(species, cutoff)
         n_features = check_integer("n_features", n_features, 1)
         l_max = check_integer("l_max", l_max, 0, MAX_L)
-        if not isinstance(parity, bool):
-            raise ValueError(f"parity must be True or False, got {parity!r}")
+        parity = check_bool("parity", parity)
         n_layers = check_integer("n_layers", n_layers, 1)
         n_basis = check_integer("n_basis", n_basis, 1)
         p = check_integer("p", p, 2)
@@ -195,35 +196,27 @@ class NequIP(ExactConstantsMixin, AtomisticModel):
             n_basis=n_basis, p=p, radial_hidden=radial_hidden, radial_layers=radial_layers,
             avg_num_neighbors=avg_num_neighbors,
         )
-        n_species = len(self.species)
+        self._build_embeddings(n_features, l_max, n_basis, p)  # features: F x 0e
         radial = dict(n_basis=n_basis, radial_hidden=radial_hidden, radial_layers=radial_layers,
                       avg_num_neighbors=avg_num_neighbors)
-        self.embedding = nn.Embedding(n_species, n_features)  # = Linear(one-hot) -> F x 0e
-        self.sh = EdgeSphericalHarmonics(l_max)
-        self.radial = RadialEmbedding(self.cutoff, n_basis, p)
-        allowed = allowed_irreps(l_max, parity)
-        sh = [ir for _, ir in self.sh.irreps_out]
-        layers, irreps_in = [], o3.Irreps(f"{n_features}x0e")
-        for irs in pruned_layer_irreps(allowed, sh, n_layers):
-            irreps_out = o3.Irreps([(n_features, ir) for ir in irs])
-            layers.append(NequIPLayer(irreps_in, irreps_out, self.sh.irreps_out, n_species,
-                                      radial))
-            irreps_in = layers[-1].irreps_out
-        self.layers = nn.ModuleList(layers)
+        self.layers = nn.ModuleList(self._build_blocks(n_features, allowed_irreps(l_max, parity),
+                                                       n_layers, radial))
         self.layer_irreps = [layer.irreps_out for layer in self.layers]
-        self.readout = o3.Linear(irreps_in, "0e")  # even scalars
+        self.readout = o3.Linear(self.layer_irreps[-1], "0e")  # even scalars
         self._finalize_e3nn()
 
-    def node_features(self, graph: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Features after each block t: (n_atoms, layer_irreps[t].dim), equivariant."""
-        x = graph_inputs(graph, self.sh, self.radial, len(self.species))
-        h = self.embedding(x["species"])
-        features = []
-        for layer in self.layers:
-            h = layer(h, x["onehot"], x["sh"], x["basis"], x["envelope"], x["centers"],
-                      x["neighbors"], x["slots"])
-            features.append(h)
-        return features
+    def _build_blocks(self, n_features: int, allowed: list[o3.Irrep], n_layers: int,
+                      radial: dict) -> list[NequIPLayer]:
+        """The interaction blocks, each carrying n_features channels of the irreps that
+        ``pruned_layer_irreps`` keeps there; the first reads the F x 0e embedding."""
+        sh = [ir for _, ir in self.sh.irreps_out]
+        blocks, irreps_in = [], o3.Irreps(f"{n_features}x0e")
+        for irs in pruned_layer_irreps(allowed, sh, n_layers):
+            irreps_out = o3.Irreps([(n_features, ir) for ir in irs])
+            blocks.append(NequIPLayer(irreps_in, irreps_out, self.sh.irreps_out,
+                                      len(self.species), radial))
+            irreps_in = blocks[-1].irreps_out
+        return blocks
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-atom energies (n_atoms,), before the potential's scale and shift."""
