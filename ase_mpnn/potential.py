@@ -6,9 +6,11 @@ physical units and a physical reference:
     E_i = scale[s_i] * (e_i - e_iso[s_i]) + shift[s_i] + E0[s_i]
 
 where s_i is the atom's species and e_iso is what the model gives an atom with no
-neighbours. Subtracting e_iso makes an isolated atom's energy exactly E0 + shift, so E0 is
-the isolated-atom reference energy (shift is the mean per-atom interaction energy of a
-data set, 0 by default) and a molecule with no pair inside the cutoff has E = sum of E0.
+neighbours. Subtracting e_iso makes an isolated atom's energy exactly E0 + shift, so E0
+(``Potential.reference_energies``) is the isolated-atom reference energy (shift is the mean
+per-atom interaction energy of a data set, 0 by default) and a molecule with no pair inside
+the cutoff has E = sum of E0. The per-atom energies E_i are ``per_atom_energies(graph)``,
+returned under ``keys.ATOMIC_ENERGIES`` (ASE's "energies").
 
 Forces and stress come from one backward pass (as in NequIP's ForceStressOutput): a
 symmetric strain eps deforms positions and cell, x -> x (1 + eps), and
@@ -96,6 +98,13 @@ def isolated_atoms_graph(n_species: int, like: torch.Tensor) -> Graph:
     }
 
 
+def _upgrade_state_dict(state_dict, prefix, *args) -> None:
+    """Load-state-dict pre-hook: files written before the rename call E0 "atomic_energies"."""
+    old, new = f"{prefix}atomic_energies", f"{prefix}reference_energies"
+    if old in state_dict and new not in state_dict:
+        state_dict[new] = state_dict.pop(old)
+
+
 class Potential(nn.Module):
     """A model plus the per-species energy scale, shift and reference energies E0.
 
@@ -103,8 +112,12 @@ class Potential(nn.Module):
         model: any AtomisticModel.
         scale: energy scale per species (or one for all), eV per model unit.
         shift: per-atom energy shift per species (or one for all), eV.
-        atomic_energies: isolated-atom reference energies E0, eV; a list in the order of
+        reference_energies: isolated-atom reference energies E0, eV; a list in the order of
             ``model.species`` or a dict {symbol: E0}; missing symbols get 0.
+
+    Buffers (n_species,), float64 until ``.to(dtype)``: ``scale``, ``shift`` and
+    ``reference_energies`` (E0; model files written before the rename store it as
+    ``atomic_energies`` and still load strictly).
     """
 
     def __init__(
@@ -112,21 +125,25 @@ class Potential(nn.Module):
         model: AtomisticModel,
         scale: float | Sequence[float] = 1.0,
         shift: float | Sequence[float] = 0.0,
-        atomic_energies: Sequence[float] | dict[str, float] | None = None,
+        reference_energies: Sequence[float] | dict[str, float] | None = None,
     ):
         super().__init__()
         self.model = model
         n = len(model.species)
-        if isinstance(atomic_energies, dict):
-            unknown = set(atomic_energies) - set(model.species)
+        if isinstance(reference_energies, dict):
+            unknown = set(reference_energies) - set(model.species)
             if unknown:
-                raise ValueError(f"atomic_energies for {sorted(unknown)}, not in {model.species}")
-            atomic_energies = [atomic_energies.get(s, 0.0) for s in model.species]
+                raise ValueError(
+                    f"reference_energies for {sorted(unknown)}, not in {model.species}"
+                )
+            reference_energies = [reference_energies.get(s, 0.0) for s in model.species]
         self.register_buffer("scale", _per_species(scale, n, "scale"))
         self.register_buffer("shift", _per_species(shift, n, "shift"))
         self.register_buffer(
-            "atomic_energies", _per_species(atomic_energies or 0.0, n, "atomic_energies")
+            "reference_energies",
+            _per_species(reference_energies or 0.0, n, "reference_energies"),
         )
+        self._register_load_state_dict_pre_hook(_upgrade_state_dict)
 
     def _apply(self, *args, **kwargs):
         # .to()/.double()/.cuda() may swap tensors: forget what was cached about them
@@ -179,13 +196,13 @@ class Potential(nn.Module):
         twin.__dict__["_model_call"] = torch.compile(self.model, dynamic=True, **options)
         return twin
 
-    def atomic_energies_of(self, graph: Graph) -> torch.Tensor:
+    def per_atom_energies(self, graph: Graph) -> torch.Tensor:
         """E_i (n_atoms,) in eV for a graph that already carries edge geometry."""
         species = graph[keys.SPECIES]
         e_iso = self.isolated_atom_outputs(graph[keys.POSITIONS])
         model = self.__dict__.get("_model_call", self.model)
         e = model(graph) - e_iso[species]
-        return self.scale[species] * e + self.shift[species] + self.atomic_energies[species]
+        return self.scale[species] * e + self.shift[species] + self.reference_energies[species]
 
     def forward(
         self,
@@ -223,7 +240,7 @@ class Potential(nn.Module):
             graph = edge_geometry(graph, positions, cell)
             if keys.LIST_CUTOFF in graph:  # built with a Verlet skin
                 graph = drop_edges_beyond(graph, self.cutoff)
-            energies = self.atomic_energies_of(graph)
+            energies = self.per_atom_energies(graph)
             energy = scatter_sum(energies, batch, n_graphs)
             wrt = {"forces": positions if forces else None, "stress": strain,
                    "edges": graph[keys.EDGE_VECTORS] if atomic_stresses else None}
@@ -258,7 +275,9 @@ class Potential(nn.Module):
         return {k: torch.zeros_like(x) if g is None else g for k, x, g in zip(names, inputs, grads)}
 
     @staticmethod
-    def _atomic_stresses(graph: Graph, edge_grads: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
+    def _atomic_stresses(
+        graph: Graph, edge_grads: torch.Tensor, volume: torch.Tensor
+    ) -> torch.Tensor:
         """Half of each bond's virial r_e (x) dE/dr_e to each of its two atoms, over V."""
         centers, neighbors = graph[keys.EDGE_INDEX]
         virial = graph[keys.EDGE_VECTORS][:, :, None] * edge_grads[:, None, :]

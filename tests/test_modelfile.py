@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from ase_mpnn import MPNNCalculator, ModelFileError, UnknownArchitectureError, load_model, read_manifest, save_model
+from ase_mpnn import (
+    ModelFileError,
+    MPNNCalculator,
+    UnknownArchitectureError,
+    load_model,
+    read_manifest,
+    save_model,
+)
 from ase_mpnn.modelfile import FORMAT_VERSION, MANIFEST, WEIGHTS, atomic_write_bytes
 
 
@@ -45,13 +52,13 @@ def test_weights_are_a_plain_state_dict(model_file):
     with zipfile.ZipFile(model_file) as archive:
         state = torch.load(io.BytesIO(archive.read(WEIGHTS)), weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
-    assert "scale" in state and "atomic_energies" in state
+    assert "scale" in state and "reference_energies" in state
 
 
 def test_roundtrip_preserves_float64_weights(potential, tmp_path):
     # a copy: .double() works in place and the session fixture must stay float32
     model = copy.deepcopy(potential.model)
-    precise = type(potential)(model, atomic_energies=[-3.123456789012345, 1.0]).double()
+    precise = type(potential)(model, reference_energies=[-3.123456789012345, 1.0]).double()
     loaded = load_model(save_model(precise, tmp_path / "p.mpnn"))
     for (name, a), b in zip(precise.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name

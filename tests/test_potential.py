@@ -19,7 +19,7 @@ E0 = {"Cu": -3.71, "Ni": -5.02}
 @pytest.fixture()
 def referenced(potential):
     """The shared random SchNet with isolated-atom energies E0."""
-    scaled = Potential(potential.model, scale=potential.scale, atomic_energies=E0)
+    scaled = Potential(potential.model, scale=potential.scale, reference_energies=E0)
     return MPNNCalculator(scaled, device="cpu", dtype="float64")
 
 
@@ -60,7 +60,8 @@ def test_single_periodic_atom_sees_its_images(referenced):
 def test_scale_shift_and_e0_enter_linearly(potential, cu_cell):
     model = copy.deepcopy(potential.model).double()
     base = Potential(model)
-    shifted = Potential(model, scale=[2.0, 3.0], shift=[0.5, -0.25], atomic_energies=[1.0, 2.0])
+    shifted = Potential(model, scale=[2.0, 3.0], shift=[0.5, -0.25],
+                        reference_energies=[1.0, 2.0])
     cell = cu_cell.copy()
     cell.symbols[:2] = "Ni"
     graph = build_graph(cell, model.cutoff, model.species)
@@ -68,14 +69,30 @@ def test_scale_shift_and_e0_enter_linearly(potential, cu_cell):
     species = graph[keys.SPECIES]
     scale = torch.tensor([2.0, 3.0], dtype=torch.float64)[species]
     offset = torch.tensor([1.5, 1.75], dtype=torch.float64)[species]
-    torch.testing.assert_close(out1[keys.ATOMIC_ENERGIES], scale * out0[keys.ATOMIC_ENERGIES] + offset)
+    torch.testing.assert_close(out1[keys.ATOMIC_ENERGIES],
+                               scale * out0[keys.ATOMIC_ENERGIES] + offset)
 
 
 def test_per_species_values_validated(potential):
     with pytest.raises(ValueError, match="one value per species"):
         Potential(potential.model, scale=[1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="Zn"):
-        Potential(potential.model, atomic_energies={"Zn": 1.0})
+        Potential(potential.model, reference_energies={"Zn": 1.0})
+
+
+def test_state_dict_with_the_old_e0_key_loads_strictly(potential):
+    """Model files written before the rename store E0 under "atomic_energies"."""
+    source = Potential(potential.model, scale=potential.scale, reference_energies=E0)
+    old = {("atomic_energies" if k == "reference_energies" else k): v
+           for k, v in source.state_dict().items()}
+    assert "atomic_energies" in old and "reference_energies" not in old
+    loaded = Potential(copy.deepcopy(potential.model))
+    loaded.load_state_dict(old, strict=True)
+    torch.testing.assert_close(loaded.reference_energies, source.reference_energies)
+    nested = torch.nn.ModuleDict({"p": Potential(copy.deepcopy(potential.model))})
+    nested.load_state_dict({f"p.{k}": v for k, v in old.items()}, strict=True)
+    torch.testing.assert_close(nested["p"].reference_energies, source.reference_energies)
+    assert "reference_energies" in loaded.state_dict()
 
 
 def test_stress_of_non_periodic_graph_is_nan(potential):

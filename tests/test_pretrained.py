@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import pytest
 import torch
 from ase.build import molecule
 
 from ase_mpnn import MPNNCalculator, list_models, load_model, read_manifest
+from ase_mpnn.modelfile import WEIGHTS
 from ase_mpnn.pretrained import model_path, recipe_path
 from ase_mpnn.training.metrics import error_metrics
 from ase_mpnn.training.publish import make_data
@@ -22,6 +26,16 @@ def test_builtin_model_loads_by_name(name, cu_cell):
     atoms.calc = MPNNCalculator(name)
     assert atoms.calc.parameters["model"] == name
     assert abs(atoms.get_potential_energy()) < 1e5
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_builtin_model_e0_loads_under_its_new_name(name):
+    """Files written before the rename (the first built-ins) store E0 as "atomic_energies"."""
+    with zipfile.ZipFile(model_path(name)) as archive:
+        state = torch.load(io.BytesIO(archive.read(WEIGHTS)), weights_only=True)
+    e0 = state.get("atomic_energies", state.get("reference_energies"))
+    potential = load_model(name, dtype="float64")
+    torch.testing.assert_close(potential.reference_energies, e0.double(), rtol=0, atol=0)
 
 
 @pytest.mark.slow

@@ -6,14 +6,21 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.build import bulk
 from ase.io import write
 
 from ase_mpnn import UnknownElementError, load_model
 from ase_mpnn.cli import main
 from ase_mpnn.training import TrainConfig, train
 from ase_mpnn.training.emt_data import emt_dataset
-from ase_mpnn.training.samples import DataError, GraphCache, Sample, fit_atomic_energies, read_samples
+from ase_mpnn.training.samples import (
+    DataError,
+    GraphCache,
+    Sample,
+    fit_reference_energies,
+    read_samples,
+)
+
+from .conftest import cu_fcc
 
 TINY = {"n_features": 8, "n_interactions": 2, "n_basis": 8}
 
@@ -40,12 +47,12 @@ def test_e0_fit_recovers_per_element_constants():
         atoms = Atoms(["Cu"] * n_cu + ["Ni"] * n_ni)
         energy = -3.25 * n_cu - 5.5 * n_ni + rng.normal(scale=1e-3)
         samples.append(Sample(atoms, energy, None, None, "synthetic"))
-    e0 = fit_atomic_energies(samples, ["Cu", "Ni"])
+    e0 = fit_reference_energies(samples, ["Cu", "Ni"])
     assert e0["Cu"] == pytest.approx(-3.25, abs=2e-3) and e0["Ni"] == pytest.approx(-5.5, abs=2e-3)
 
 
 def _frame(**arrays):
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms = cu_fcc()
     atoms.info["REF_energy"] = -1.0
     for name, value in arrays.items():
         atoms.arrays[name] = value
@@ -108,6 +115,37 @@ def test_resume_equals_straight_run(emt_file, tmp_path):
     a = [row["valid_loss"] for row in straight["history"]]
     b = [row["valid_loss"] for row in resumed["history"]]
     assert np.allclose(a, b, rtol=1e-6)
+
+
+def test_valid_loss_is_the_training_loss_with_stress(emt_file, tmp_path):
+    """valid_loss = w_E * rmse_E^2 + w_F * rmse_F^2 + w_S * rmse_S^2 of the row's own valid_*
+    columns: with stress_weight > 0 the stress term is in it (it drives the scheduler, early
+    stopping and best.mpnn)."""
+    common = dict(data=str(emt_file), valid_fraction=0.25, test_fraction=0.0,
+                  hyperparameters=TINY, cutoff=4.0, epochs=2, batch_size=4, energy_weight=100.0,
+                  forces_weight=1.0, progress=False)
+    for stress_weight in (0.0, 100.0):
+        out = tmp_path / f"stress_weight_{stress_weight:g}"
+        summary = train(TrainConfig(**common, stress_weight=stress_weight, output=str(out)))
+        history = torch.load(out / "checkpoint.pt", weights_only=True)["history"]
+        assert len(history) == 2
+        for row in history:
+            stress_term = stress_weight * row["valid_stress_rmse"] ** 2
+            expected = (100.0 * row["valid_energy_rmse"] ** 2 + row["valid_forces_rmse"] ** 2
+                        + stress_term)
+            assert row["valid_loss"] == pytest.approx(expected, rel=1e-12)
+            if stress_weight:
+                assert stress_term > 1e-3 * row["valid_loss"]
+        assert summary["best_valid_loss"] == min(row["valid_loss"] for row in history)
+        assert "stress_weight" in summary["valid_loss_definition"]
+
+
+def test_old_option_name_atomic_energies_means_reference_energies():
+    e0 = {"Cu": -3.25, "Ni": -5.5}
+    assert TrainConfig.from_dict({"atomic_energies": e0}).reference_energies == e0
+    assert TrainConfig.from_dict({"reference_energies": e0}).reference_energies == e0
+    with pytest.raises(ValueError, match="old name"):
+        TrainConfig.from_dict({"atomic_energies": e0, "reference_energies": {"Cu": 0.0}})
 
 
 def test_cli_train_then_eval(emt_file, tmp_path, capsys):

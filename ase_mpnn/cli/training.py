@@ -90,7 +90,8 @@ def add_commands(commands) -> None:
     """Add train, eval and make-data to the ``ase-mpnn`` sub-command parser."""
     train = commands.add_parser("train", help="train a potential (YAML config, flags override)")
     train.add_argument("config", nargs="?", help="YAML file of TrainConfig options")
-    train.add_argument("--data", help="extxyz/ase.db file with REF_energy, REF_forces[, REF_stress]")
+    train.add_argument("--data",
+                       help="extxyz/ase.db file with REF_energy, REF_forces[, REF_stress]")
     train.add_argument("--architecture", help="SchNet, CGCNN, MPNN, ...")
     train.add_argument("--epochs", type=int)
     train.add_argument("--dtype", choices=["float32", "float64"])

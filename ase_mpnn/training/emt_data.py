@@ -38,7 +38,8 @@ def label(atoms: Atoms, calc) -> Atoms:
     return labelled
 
 
-def _alloy_cell(elements: Sequence[str], rng: np.random.Generator, repeat: tuple[int, int, int]) -> Atoms:
+def _alloy_cell(elements: Sequence[str], rng: np.random.Generator,
+                repeat: tuple[int, int, int]) -> Atoms:
     fractions = rng.dirichlet(np.ones(len(elements)))
     symbols = rng.choice(elements, size=4 * int(np.prod(repeat)), p=fractions)
     a = float(np.dot([np.mean(symbols == x) for x in elements], [LATTICE[x] for x in elements]))
@@ -89,7 +90,8 @@ def emt_structures(elements: Sequence[str], n: int, seed: int = 0) -> list[Atoms
     """``n`` varied structures: 40 % strained bulk, 15 % vacancies, 15 % surfaces, 30 % MD."""
     unknown = [x for x in elements if x not in EMT_ELEMENTS]
     if unknown:
-        raise ValueError(f"EMT has no parameters for {unknown}; it covers {', '.join(EMT_ELEMENTS)}")
+        raise ValueError(f"EMT has no parameters for {unknown}; "
+                         f"it covers {', '.join(EMT_ELEMENTS)}")
     rng = np.random.default_rng(seed)
     makers: list[Callable] = [_strained_bulk, _vacancy, _surface]
     counts = [int(0.4 * n), int(0.15 * n), int(0.15 * n)]

@@ -45,11 +45,16 @@ def _mae_rmse(errors: list[np.ndarray]) -> tuple[float, float]:
 def error_metrics(potential: Potential, cache: GraphCache, batch_size: int = 8,
                   dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
                   keep_predictions: bool = False) -> dict[str, Any]:
-    """MAE and RMSE of energy per atom (eV/atom), forces (eV/A, also per element), stress (eV/A^3)."""
+    """MAE and RMSE of energy per atom (eV/atom), forces (eV/A, also per element) and stress
+    (eV/A^3, labelled 3-D periodic frames): "energy_mae", "energy_rmse", "forces_mae_Cu", ...
+
+    The squared RMSEs are the mean squared errors the training loss weighs (``loss.py``).
+    """
     predictions = predict(potential, cache, batch_size, dtype, device)
     samples = cache.samples
     metrics: dict[str, Any] = {"n_structures": len(samples)}
-    energy = [np.array((p["energy"] - s.energy) / len(s.atoms)) for p, s in zip(predictions, samples)]
+    energy = [np.array((p["energy"] - s.energy) / len(s.atoms))
+              for p, s in zip(predictions, samples)]
     metrics["energy_mae"], metrics["energy_rmse"] = _mae_rmse(energy)
     with_forces = [(p, s) for p, s in zip(predictions, samples) if s.forces is not None]
     if with_forces:
@@ -76,7 +81,8 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
             continue
         base = name[:-4]
         kind = base.split("_")[0]
-        rows.append(f"  {base:14s} MAE {1e3 * value:10.3f}  RMSE {1e3 * metrics[base + '_rmse']:10.3f}"
+        rmse = metrics[base + "_rmse"]
+        rows.append(f"  {base:14s} MAE {1e3 * value:10.3f}  RMSE {1e3 * rmse:10.3f}"
                     f"  {units.get(kind, '')}")
     for name, value in metrics.items():
         if "_mae_" in name:
@@ -87,33 +93,41 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
 
 
 def parity_plots(pairs: list, out: str | Path, title: str = "") -> list[Path]:
-    """Predicted vs reference energy per atom and force components; returns the PNG paths."""
+    """Predicted vs reference energy per atom and force components, as PNGs
+    ``parity_energy.png`` and ``parity_forces.png`` in ``out``; returns their paths.
+
+    ``pairs``: (prediction, Sample) as ``error_metrics(..., keep_predictions=True)`` keeps them.
+    """
+    out = Path(out)
+    with_forces = [(p, s) for p, s in pairs if s.forces is not None]
+    panels = [
+        ("energy", "eV/atom", [s.energy / len(s.atoms) for _, s in pairs],
+         [p["energy"] / len(s.atoms) for p, s in pairs]),
+        ("forces", "eV/A", np.concatenate([s.forces.ravel() for _, s in with_forces] or [[]]),
+         np.concatenate([p["forces"].ravel() for p, _ in with_forces] or [[]])),
+    ]
+    return [_parity_plot(np.asarray(ref), np.asarray(pred), name, unit, title,
+                         out / f"parity_{name}.png")
+            for name, unit, ref, pred in panels if len(ref)]
+
+
+def _parity_plot(ref: np.ndarray, pred: np.ndarray, name: str, unit: str, title: str,
+                 path: Path) -> Path:
+    """One scatter plot of ``pred`` against ``ref`` with the diagonal and the MAE."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    energy_ref = [s.energy / len(s.atoms) for _, s in pairs]
-    energy_pred = [p["energy"] / len(s.atoms) for p, s in pairs]
-    force_ref = np.concatenate([s.forces.ravel() for _, s in pairs if s.forces is not None] or [[]])
-    force_pred = np.concatenate([p["forces"].ravel() for p, s in pairs if s.forces is not None] or [[]])
-    paths = []
-    for name, ref, pred, unit in [("energy", energy_ref, energy_pred, "eV/atom"),
-                                  ("forces", force_ref, force_pred, "eV/A")]:
-        if not len(ref):
-            continue
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        ax.scatter(ref, pred, s=6, alpha=0.6)
-        lo, hi = float(np.min([np.min(ref), np.min(pred)])), float(np.max([np.max(ref), np.max(pred)]))
-        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-        mae = np.mean(np.abs(np.asarray(pred) - np.asarray(ref)))
-        ax.set_xlabel(f"reference {name} ({unit})")
-        ax.set_ylabel(f"predicted {name} ({unit})")
-        ax.set_title(f"{title}\nMAE {1e3 * mae:.2f} m{unit}")
-        fig.tight_layout()
-        path = out / f"parity_{name}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(ref, pred, s=6, alpha=0.6)
+    lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    mae = np.mean(np.abs(pred - ref))
+    ax.set_xlabel(f"reference {name} ({unit})")
+    ax.set_ylabel(f"predicted {name} ({unit})")
+    ax.set_title(f"{title}\nMAE {1e3 * mae:.2f} m{unit}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -118,8 +118,10 @@ def species_of(samples: Sequence[Sample]) -> list[str]:
     return [chemical_symbols[z] for z in numbers]
 
 
-def fit_atomic_energies(samples: Sequence[Sample], species: Sequence[str]) -> dict[str, float]:
-    """E0 per element by least squares, E_total ~ sum_s n_s E0_s (eV)."""
+def fit_reference_energies(samples: Sequence[Sample], species: Sequence[str]
+                           ) -> dict[str, float]:
+    """E0 per element (eV) by least squares, E_total ~ sum_s n_s E0_s: what is left after
+    these is the interaction energy the model learns."""
     counts = np.array([[np.count_nonzero(s.atoms.symbols == x) for x in species] for s in samples],
                       dtype=np.float64)
     energies = np.array([s.energy for s in samples])
@@ -127,16 +129,20 @@ def fit_atomic_energies(samples: Sequence[Sample], species: Sequence[str]) -> di
     return dict(zip(species, solution.tolist()))
 
 
-def energy_statistics(samples: Sequence[Sample], atomic_energies: dict[str, float]
+def energy_statistics(samples: Sequence[Sample], reference_energies: dict[str, float]
                       ) -> tuple[float, float]:
     """(shift, scale): mean per-atom energy left after E0 (eV) and the RMS force (eV/A).
 
     The scale falls back to the spread of per-atom energies when no sample has forces.
     """
-    per_atom = np.array([(s.energy - sum(atomic_energies[x] for x in s.atoms.get_chemical_symbols()))
-                         / max(len(s.atoms), 1) for s in samples])
+    per_atom = np.array([
+        (s.energy - sum(reference_energies[x] for x in s.atoms.get_chemical_symbols()))
+        / max(len(s.atoms), 1) for s in samples])
     forces = [s.forces for s in samples if s.forces is not None and len(s.forces)]
-    scale = float(np.sqrt(np.mean(np.concatenate(forces) ** 2))) if forces else float(per_atom.std())
+    if forces:
+        scale = float(np.sqrt(np.mean(np.concatenate(forces) ** 2)))
+    else:
+        scale = float(per_atom.std())
     return float(per_atom.mean()), scale if scale > 0 else 1.0
 
 

@@ -1,0 +1,203 @@
+"""The state of a training run and the epoch loop that advances it.
+
+A ``Trainer`` holds everything a run changes: the potential, the optimiser (Adam/AdamW),
+the ReduceLROnPlateau scheduler, the exponential moving average (EMA) of the weights, the
+generator that shuffles the training set, and the ``RunState`` (epoch, best validation
+loss, epochs without improvement, metrics history, seconds trained). ``snapshot()`` is
+``checkpoint.pt``; ``restore()`` reads it back, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..modelfile import atomic_write_bytes, save_model
+from ..potential import Potential
+from .config import TrainConfig
+from .loss import batch_loss, dataset_loss
+from .metrics import error_metrics
+from .samples import GraphCache
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+class EMA:
+    """Exponential moving average of the weights: ema <- d * ema + (1 - d) * weights."""
+
+    def __init__(self, potential: Potential, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(potential)
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, potential: Potential) -> None:
+        for ema, p in zip(self.shadow.parameters(), potential.parameters()):
+            ema.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+
+
+@dataclasses.dataclass
+class RunState:
+    """Where a run stands; stored as top-level entries of ``checkpoint.pt``."""
+
+    epoch: int = 0  # epochs done
+    best: float = math.inf  # lowest validation loss so far
+    bad_epochs: int = 0  # epochs since it last went down
+    history: list[dict] = dataclasses.field(default_factory=list)  # metrics.csv rows
+    seconds: float = 0.0  # wall time trained, over all resumptions
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any]) -> "RunState":
+        fields = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{name: saved[name] for name in fields if name in saved})
+
+
+class Trainer:
+    """One training run: ``run()`` trains epochs until done, writing under ``out``.
+
+    Args:
+        config: the run's options.
+        potential: the potential to train, already on ``config.device`` in its dtype.
+        caches: GraphCaches "train", "valid" (and "test", unused here).
+        out: folder for checkpoint.pt, best.mpnn and metrics.csv.
+    """
+
+    def __init__(self, config: TrainConfig, potential: Potential, caches: dict[str, GraphCache],
+                 out: Path):
+        self.config, self.potential, self.caches, self.out = config, potential, caches, out
+        self.dtype: torch.dtype = getattr(torch, config.dtype)
+        self.optimizer = OPTIMIZERS[config.optimizer](
+            potential.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=config.scheduler_factor, patience=config.scheduler_patience)
+        self.ema = EMA(potential, config.ema_decay)
+        self.shuffle = torch.Generator().manual_seed(config.seed)
+        self.state = RunState()
+
+    @property
+    def checkpoint(self) -> Path:
+        """``out/checkpoint.pt``."""
+        return self.out / "checkpoint.pt"
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, EMA, optimiser, scheduler, RNGs."""
+        return {"model": self.potential.state_dict(), "ema": self.ema.shadow.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "shuffle": self.shuffle.get_state(),
+                "torch_rng": torch.get_rng_state(), **dataclasses.asdict(self.state)}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue from a ``snapshot()`` (as loaded from checkpoint.pt)."""
+        self.potential.load_state_dict(saved["model"])
+        self.ema.shadow.load_state_dict(saved["ema"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.shuffle.set_state(saved["shuffle"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.state = RunState.from_checkpoint(saved)
+
+    def save_checkpoint(self) -> None:
+        """Write ``snapshot()`` to checkpoint.pt atomically (a crash leaves the previous one)."""
+        buffer = io.BytesIO()
+        torch.save(self.snapshot(), buffer)
+        atomic_write_bytes(self.checkpoint, buffer.getvalue())
+
+    def train_epoch(self) -> float:
+        """One pass over the shuffled training set; returns the mean batch loss."""
+        config, cache = self.config, self.caches["train"]
+        self.potential.train()
+        order = torch.randperm(len(cache), generator=self.shuffle).tolist()
+        losses = []
+        for k in range(0, len(order), config.batch_size):
+            graph, targets = cache.batch(order[k:k + config.batch_size], self.dtype, config.device)
+            loss = batch_loss(self.potential, graph, targets, config)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.potential.parameters(), config.clip_grad)
+            self.optimizer.step()
+            self.ema.update(self.potential)
+            losses.append(loss.item())
+        return float(np.mean(losses))
+
+    def validate(self) -> tuple[dict[str, Any], float]:
+        """Error metrics of the EMA weights on the validation set, and its loss (the training
+        loss over the whole set: energy, forces and stress terms with their weights)."""
+        config = self.config
+        metrics = error_metrics(self.ema.shadow, self.caches["valid"], config.batch_size,
+                                self.dtype, config.device)
+        return metrics, dataset_loss(metrics, config)
+
+    def run(self) -> RunState:
+        """Epochs until ``config.epochs``, early stopping or ``max_minutes``; a checkpoint
+        after every epoch and on Ctrl-C (then KeyboardInterrupt goes on up)."""
+        config, start, seconds_before = self.config, time.perf_counter(), self.state.seconds
+        bar = tqdm(range(self.state.epoch, config.epochs), desc="training", unit="epoch",
+                   disable=not config.progress, initial=self.state.epoch, total=config.epochs)
+        try:
+            for _ in bar:
+                row = self._epoch()
+                self.state.seconds = seconds_before + time.perf_counter() - start
+                self._keep_if_best(row)
+                self.save_checkpoint()
+                _write_metrics_csv(self.out / "metrics.csv", self.state.history)
+                bar.set_postfix(loss=f"{row['train_loss']:.3g}",
+                                E=f"{1e3 * row['valid_energy_mae']:.1f}meV/at",
+                                F=f"{1e3 * row.get('valid_forces_mae', 0):.0f}meV/A")
+                if self._should_stop(time.perf_counter() - start):
+                    break
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            raise
+        return self.state
+
+    def _epoch(self) -> dict[str, Any]:
+        """Train, validate, step the scheduler; returns (and records) the metrics.csv row."""
+        train_loss = self.train_epoch()
+        metrics, valid_loss = self.validate()
+        self.scheduler.step(valid_loss)
+        self.state.epoch += 1
+        row = {"epoch": self.state.epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+               "lr": self.optimizer.param_groups[0]["lr"],
+               **{f"valid_{k}": v for k, v in metrics.items() if isinstance(v, float)}}
+        self.state.history.append(row)
+        return row
+
+    def _keep_if_best(self, row: dict[str, Any]) -> None:
+        """Save the EMA weights as best.mpnn when the validation loss went down."""
+        if row["valid_loss"] < self.state.best:
+            self.state.best, self.state.bad_epochs = row["valid_loss"], 0
+            save_model(self.ema.shadow, self.out / "best.mpnn",
+                       training=_provenance(self.config, row))
+        else:
+            self.state.bad_epochs += 1
+
+    def _should_stop(self, seconds: float) -> bool:
+        """Early stopping, or this session's wall time (``seconds``) over max_minutes."""
+        config = self.config
+        if self.state.bad_epochs >= config.early_stopping_patience:
+            return True
+        return bool(config.max_minutes) and seconds > 60 * config.max_minutes
+
+
+def _provenance(config: TrainConfig, row: dict) -> dict:
+    return {"config": {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"},
+            "epoch": row["epoch"], "valid_loss": row["valid_loss"]}
+
+
+def _write_metrics_csv(path: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    columns = list(history[0])
+    lines = [",".join(columns)] + [",".join(f"{row[c]:.8g}" if isinstance(row[c], float)
+                                            else str(row[c]) for c in columns) for row in history]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
