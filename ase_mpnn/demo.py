@@ -28,6 +28,7 @@ from .calculator import MPNNCalculator
 from .modelfile import save_model
 from .models import SchNet
 from .pretrained import list_models
+from .results import attach_results
 from .testing import scale_to_force_rms
 
 DEFAULT_MODELS = ("emt-cuni-schnet", "emt-cuni-mace")  # the first one installed is used
@@ -42,8 +43,10 @@ def _time_call(calc: MPNNCalculator, atoms: Atoms, repeats: int = 5) -> float:
     return (time.perf_counter() - start) / repeats * 1e3
 
 
-def _plot_md(times: np.ndarray, potential: np.ndarray, total: np.ndarray, reference: np.ndarray | None,
-             path: Path) -> None:
+def _plot_md(times: np.ndarray, potential: np.ndarray, total: np.ndarray,
+             reference: np.ndarray | None, path: Path) -> None:
+    """Potential and total energy (eV, from the first total) against time (fs) as an image;
+    ``reference``: EMT's potential energy on the same frames, drawn dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,6 +68,7 @@ def _plot_md(times: np.ndarray, potential: np.ndarray, total: np.ndarray, refere
 
 
 def _start_structure(seed: int) -> Atoms:
+    """The 32-atom Cu3Ni-like fcc cell (a = 3.59 A), rattled by 0.1 A."""
     atoms = bulk("Cu", "fcc", a=3.59, cubic=True).repeat(2)
     atoms.symbols[::4] = "Ni"
     atoms.rattle(0.1, seed=seed)
@@ -83,16 +87,6 @@ def _model(out: Path, name: str | None, atoms: Atoms) -> tuple[str, bool]:
     return str(save_model(model, out / "schnet-random.mpnn")), False
 
 
-def _snapshot(atoms: Atoms) -> Atoms:
-    """A copy holding the model's current results (the calculator itself moves on)."""
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    frame = atoms.copy()
-    frame.calc = SinglePointCalculator(frame, **{k: atoms.calc.results[k]
-                                                 for k in ("energy", "forces", "stress")})
-    return frame
-
-
 def _errors_vs_emt(frames: list[Atoms]) -> dict[str, float]:
     """MAE of the frames' stored model results against EMT (meV/atom, meV/A, meV/A^3)."""
     emt = EMT()
@@ -109,30 +103,28 @@ def _errors_vs_emt(frames: list[Atoms]) -> dict[str, float]:
             "stress_mae_meV_per_A3": 1e3 * float(np.mean(np.concatenate(stress)))}
 
 
-def run_demo(out: str | Path = "demo_output", model: str | None = None, md_steps: int = 200,
-             seed: int = 0) -> dict:
-    """Relax, run NVE MD, compare with EMT; write files under ``out`` and return a summary."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atoms = _start_structure(seed)
-    name, trained = _model(out, model, atoms)
-    calc = MPNNCalculator(name, device="cpu", dtype="float64")
-    summary: dict = {"model": name, "trained_on_emt": trained,
-                     "parameters": calc.potential.manifest["n_parameters"],
-                     "ms_per_call_108_atoms": round(_time_call(calc, bulk("Cu", "fcc", a=3.61,
-                                                                            cubic=True).repeat(3)), 2)}
-    atoms.calc = calc
+def _relax(atoms: Atoms, out: Path) -> tuple[Atoms, dict]:
+    """FIRE + FrechetCellFilter to 0.02 eV/A (at most 400 steps), in place, trajectory in
+    ``out``; returns a copy holding the relaxed results and a summary (eV, A^3, eV/A)."""
     optimizer = FIRE(FrechetCellFilter(atoms), logfile=None, trajectory=str(out / "relax.traj"))
     converged = optimizer.run(fmax=0.02, steps=400)
     atoms.get_stress()
-    relaxed = _snapshot(atoms)
-    summary["relax"] = {"converged": bool(converged), "steps": optimizer.nsteps,
-                        "energy_eV": atoms.get_potential_energy(),
-                        "volume_per_atom_A3": atoms.get_volume() / len(atoms),
-                        "max_force_eV_per_A": float(np.abs(atoms.get_forces()).max())}
+    relaxed = attach_results(atoms)
+    return relaxed, {"converged": bool(converged), "steps": optimizer.nsteps,
+                     "energy_eV": atoms.get_potential_energy(),
+                     "volume_per_atom_A3": atoms.get_volume() / len(atoms),
+                     "max_force_eV_per_A": float(np.abs(atoms.get_forces()).max())}
+
+
+def _nve(atoms: Atoms, out: Path, md_steps: int, seed: int) -> tuple[np.ndarray, list[Atoms]]:
+    """NVE MD at 300 K, 1 fs steps, every 10th frame to ``out``/md.traj.
+
+    Returns the (step = time fs, potential eV, total eV, temperature K) rows of every step
+    and the every-10th-step frames holding their results (energy, forces, stress).
+    """
     thermalize(atoms, 300, seed=seed)
     dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
-    records, frames = [], [relaxed]
+    records, frames = [], []
     with Trajectory(out / "md.traj", "w", atoms) as trajectory:
         for step in tqdm(range(md_steps + 1), desc="NVE MD", unit="step"):
             if step:
@@ -142,22 +134,41 @@ def run_demo(out: str | Path = "demo_output", model: str | None = None, md_steps
             if step % 10 == 0:
                 trajectory.write()
                 atoms.get_stress()
-                frames.append(_snapshot(atoms))
-    times, epot, etot, temperature = map(np.array, zip(*records))
-    summary["md"] = {"steps": md_steps, "timestep_fs": 1.0,
-                     "max_energy_drift_eV_per_atom": float(np.abs(etot - etot[0]).max() / len(atoms)),
+                frames.append(attach_results(atoms))
+    return np.array(records), frames
+
+
+def run_demo(out: str | Path = "demo_output", model: str | None = None, md_steps: int = 200,
+             seed: int = 0) -> dict:
+    """Relax, run NVE MD, compare with EMT; write files under ``out`` and return a summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atoms = _start_structure(seed)
+    name, trained = _model(out, model, atoms)
+    calc = MPNNCalculator(name, device="cpu", dtype="float64")
+    timing_cell = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
+    summary: dict = {"model": name, "trained_on_emt": trained,
+                     "parameters": calc.potential.manifest["n_parameters"],
+                     "ms_per_call_108_atoms": round(_time_call(calc, timing_cell), 2)}
+    atoms.calc = calc
+    relaxed, summary["relax"] = _relax(atoms, out)
+    records, frames = _nve(atoms, out, md_steps, seed)
+    times, epot, etot, temperature = records.T
+    drift = float(np.abs(etot - etot[0]).max() / len(atoms))
+    summary["md"] = {"steps": md_steps, "timestep_fs": 1.0, "max_energy_drift_eV_per_atom": drift,
                      "mean_temperature_K": float(temperature.mean())}
     reference = None
     if trained:
-        summary["errors_vs_emt"] = _errors_vs_emt(frames)
+        summary["errors_vs_emt"] = _errors_vs_emt([relaxed, *frames])
         emt = EMT()
-        reference = np.interp(times, times[::10], [_emt_energy(f, emt) for f in frames[1:]])
+        reference = np.interp(times, times[::10], [_emt_energy(f, emt) for f in frames])
     _plot_md(times, epot, etot, reference, out / "md_energy.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def _emt_energy(frame: Atoms, emt: EMT) -> float:
+    """EMT's potential energy (eV) of a copy of ``frame``."""
     reference = frame.copy()
     reference.calc = emt
     return reference.get_potential_energy()
@@ -173,9 +184,11 @@ def print_summary(summary: dict) -> None:
           f"{relax['steps']} steps, E = {relax['energy_eV']:.4f} eV, "
           f"V = {relax['volume_per_atom_A3']:.3f} A^3/atom")
     print(f"NVE MD ({md['steps']} x {md['timestep_fs']} fs): max |E_tot - E_tot(0)| = "
-          f"{md['max_energy_drift_eV_per_atom']:.2e} eV/atom, <T> = {md['mean_temperature_K']:.0f} K")
+          f"{md['max_energy_drift_eV_per_atom']:.2e} eV/atom, "
+          f"<T> = {md['mean_temperature_K']:.0f} K")
     if "errors_vs_emt" in summary:
         e = summary["errors_vs_emt"]
         print(f"errors against EMT on the relaxed cell and MD frames: energy "
-              f"{e['energy_mae_meV_per_atom']:.2f} meV/atom, forces {e['forces_mae_meV_per_A']:.1f} "
-              f"meV/A, stress {e['stress_mae_meV_per_A3']:.2f} meV/A^3 (MAE)")
+              f"{e['energy_mae_meV_per_atom']:.2f} meV/atom, "
+              f"forces {e['forces_mae_meV_per_A']:.1f} meV/A, "
+              f"stress {e['stress_mae_meV_per_A3']:.2f} meV/A^3 (MAE)")

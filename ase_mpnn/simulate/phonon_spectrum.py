@@ -1,0 +1,92 @@
+"""Phonons by finite displacements with phonopy: band structure, DOS, frequencies (THz)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from ase.dft.kpoints import parse_path_string
+
+from .structures import prepare
+
+if TYPE_CHECKING:  # phonopy is imported when phonons are computed
+    from phonopy import Phonopy
+
+
+def phonons(structure: Any, calc: Calculator, supercell: tuple[int, int, int] = (3, 3, 3),
+            mesh: tuple[int, int, int] = (16, 16, 16), displacement: float = 0.01,
+            plot: str | Path | None = None) -> dict:
+    """Phonons by finite displacements with phonopy: band structure, DOS, frequencies (THz).
+
+    Force constants come from displacements of ``displacement`` (A) in a ``supercell``
+    repetition of the given (unit) cell; the DOS from a Gamma-centred q-point ``mesh``;
+    ``plot`` saves the band structure and DOS as an image. Returns frequencies at the
+    high-symmetry points of the standard band path, the lowest frequency on the mesh, and
+    ``imaginary_modes`` (True when a mode below -0.05 THz exists).
+    """
+    atoms = prepare(structure, calc)
+    phonon = _force_constants(atoms, calc, supercell, displacement)
+    special, paths, connections, labels = band_path(atoms)
+    phonon.run_band_structure(paths, path_connections=connections, labels=labels)
+    phonon.run_mesh(list(mesh), is_gamma_center=True)
+    phonon.run_total_dos()
+    lowest = float(np.min(phonon.mesh.frequencies))
+    if plot:
+        figure = phonon.plot_band_structure_and_dos()
+        figure.savefig(plot, dpi=120)
+        figure.close()
+    return {"frequencies_THz_at": _at_points(phonon, special), "lowest_mesh_frequency_THz": lowest,
+            "imaginary_modes": lowest < -0.05}
+
+
+def _force_constants(atoms: Atoms, calc: Calculator, supercell: tuple[int, int, int],
+                     displacement: float) -> Phonopy:
+    """A Phonopy object with force constants from ``calc``'s forces on displaced supercells."""
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    unit = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=atoms.cell.array,
+                        scaled_positions=atoms.get_scaled_positions())
+    # primitive_matrix="P": the given cell is the unit cell the band path refers to
+    phonon = Phonopy(unit, supercell_matrix=np.diag(supercell), primitive_matrix="P")
+    phonon.generate_displacements(distance=displacement)
+    forces = []
+    for displaced in phonon.supercells_with_displacements:
+        cell = Atoms(displaced.symbols, cell=displaced.cell, pbc=True,
+                     scaled_positions=displaced.scaled_positions)
+        cell.calc = calc
+        forces.append(cell.get_forces())
+    phonon.forces = forces
+    phonon.produce_force_constants()
+    return phonon
+
+
+def _at_points(phonon: Phonopy, special: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Sorted frequencies (THz) at each special point {label: scaled q}."""
+    labels = list(special)
+    phonon.run_qpoints([special[label] for label in labels])
+    frequencies = phonon.qpoints.frequencies
+    return {label: np.sort(f).tolist() for label, f in zip(labels, frequencies)}
+
+
+def band_path(atoms: Atoms, points_per_segment: int = 31
+              ) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[bool], list[str]]:
+    """ASE's standard band path (Setyawan-Curtarolo) in phonopy's format.
+
+    Returns (special points {label: scaled q}, q-point segments, path connections, labels);
+    ASE's "G" is called "Gamma".
+    """
+    path = atoms.cell.bandpath(npoints=0)
+    special = {("Gamma" if k == "G" else k): np.asarray(q) for k, q in path.special_points.items()}
+    segments, connections, labels = [], [], []
+    for run in parse_path_string(path.path):
+        run = ["Gamma" if k == "G" else k for k in run]
+        for start, end in zip(run[:-1], run[1:]):
+            segments.append(np.linspace(special[start], special[end], points_per_segment))
+            connections.append(True)
+        connections[-1] = False
+        labels += run
+    return special, segments, connections, labels
