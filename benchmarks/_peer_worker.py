@@ -250,35 +250,18 @@ def export_nequip_aoti(model: Any, data: dict, path: Path) -> None:
 
 
 def build_ours(architecture: str, dtype: str, options: dict) -> Built:
-    """ase-mpnn's model of ``architecture`` at the peers' settings, in ``MPNNCalculator``."""
-    import torch
-
+    """ase-mpnn's model of ``architecture`` at the peers' settings (the shared presets in
+    ``ase_mpnn.models.presets.BENCHMARK``), in ``MPNNCalculator``."""
     from ase_mpnn import MPNNCalculator
-    from ase_mpnn.models import MACE, NequIP, SchNet
+    from ase_mpnn.models.presets import BENCHMARK, build_preset
 
-    torch.manual_seed(0)
-    species = list(SPECIES)
-    if architecture == "schnet":
-        kwargs: dict[str, Any] = {
-            "n_features": 64, "n_interactions": 3, "n_basis": 20, "radial_basis": "gaussian",
-            "envelope": "cosine"}
-        model = SchNet(species, CUTOFF_A, **kwargs)
-    elif architecture == "mace":
-        kwargs = {
-            "n_features": 32, "hidden_l_max": 0, "max_ell": 3, "correlation": 3, "n_layers": 2,
-            "n_basis": 8, "p": 5, "radial_hidden": 64, "radial_layers": 3,
-            "readout_hidden": 16, "avg_num_neighbors": AVG_NUM_NEIGHBORS}
-        model = MACE(species, CUTOFF_A, **kwargs)
-    elif architecture == "nequip":
-        kwargs = {
-            "n_features": 32, "l_max": 1, "parity": True, "n_layers": 2, "n_basis": 8, "p": 6,
-            "radial_hidden": 64, "radial_layers": 2, "avg_num_neighbors": AVG_NUM_NEIGHBORS}
-        model = NequIP(species, CUTOFF_A, **kwargs)
-    else:
+    if architecture not in ("schnet", "mace", "nequip"):
         raise ValueError(f"unknown architecture {architecture!r}")
+    model = build_preset(architecture, list(SPECIES), CUTOFF_A, seed=0)
     skin = float(options.get("skin", 0.5))
     calc = MPNNCalculator(model, device="cpu", dtype=dtype, skin=skin)
-    settings = dict(model=type(model).__name__, cutoff=CUTOFF_A, skin=skin, **kwargs)
+    settings = dict(model=type(model).__name__, cutoff=CUTOFF_A, skin=skin,
+                    **BENCHMARK[architecture][1])
     return calc, n_parameters(model), settings
 
 

@@ -26,14 +26,12 @@ from ase.md.langevin import Langevin
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _peer_worker import CUTOFF_A, SPECIES, build_ours  # noqa: E402
-
 from ase_mpnn import MPNNCalculator, keys, list_models  # noqa: E402
-from ase_mpnn import neighbors  # noqa: E402
 from ase_mpnn._compat import thermalize  # noqa: E402
-from ase_mpnn.graph import collate  # noqa: E402
-from ase_mpnn.models import CGCNN, MPNN  # noqa: E402
+from ase_mpnn.graph import collate, neighbors  # noqa: E402
 from ase_mpnn.graph.neighbors import neighbor_list  # noqa: E402
-from ase_mpnn.results import split_results  # noqa: E402
+from ase_mpnn.models.presets import build_preset  # noqa: E402
+from ase_mpnn.results import to_ase_results  # noqa: E402
 
 #: architectures at the peers' settings (schnet, mace, nequip: see _peer_worker.build_ours)
 ARCHITECTURES = ("schnet", "cgcnn", "mpnn", "nequip", "mace")
@@ -51,14 +49,9 @@ def calculator(architecture: str, dtype: str, skin: float,
         return MPNNCalculator(architecture, device="cpu", dtype=dtype, skin=skin)
     if architecture in ("schnet", "mace", "nequip"):
         return build_ours(architecture, dtype, {"skin": skin})[0]
-    torch.manual_seed(0)
-    if architecture == "cgcnn":  # 64 features, 3 gated convolutions, 25 Gaussians
-        model = CGCNN(list(SPECIES), CUTOFF_A)
-    elif architecture == "mpnn":  # the seed chapter's generic MPNN: MLP messages, GRU update
-        model = MPNN(list(SPECIES), CUTOFF_A, n_features=64, n_layers=3, message="mlp",
-                     update="gru", aggregation="sum")
-    else:
+    if architecture not in ("cgcnn", "mpnn"):
         raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
+    model = build_preset(architecture, list(SPECIES), CUTOFF_A, seed=0)
     return MPNNCalculator(model, device="cpu", dtype=dtype, skin=skin)
 
 
@@ -136,8 +129,8 @@ def timed_calls(calc: MPNNCalculator, atoms, budget_s: float,
 def stage_row(calc: MPNNCalculator, atoms, budget_s: float) -> dict[str, Any]:
     """ms per stage of one energy+forces+stress call with a fresh neighbour list."""
     potential, cutoff = calc.potential, calc.potential.cutoff
-    arrays = calc.neighbors.arrays(atoms)  # skin 0: exactly the pairs within the cutoff
-    graph = collate([arrays], dtype=calc.dtype, device=calc.device)
+    record = calc.neighbors.structure(atoms)  # skin 0: exactly the pairs within the cutoff
+    graph = collate([record], dtype=calc.dtype, device=calc.device)
 
     def forward():
         with torch.no_grad():
@@ -150,11 +143,11 @@ def stage_row(calc: MPNNCalculator, atoms, budget_s: float) -> dict[str, Any]:
     ms = {
         **{f"neighbor_list_{backend}": backend_ms(backend, atoms, cutoff, budget_s)
            for backend in neighbors.BACKENDS},
-        "graph": best_ms(lambda: collate([arrays], dtype=calc.dtype, device=calc.device),
+        "graph": best_ms(lambda: collate([record], dtype=calc.dtype, device=calc.device),
                          budget_s),
         "forward": best_ms(forward, budget_s),
         "forward_backward": best_ms(forward_backward, budget_s),
-        "to_numpy": best_ms(lambda: split_results(out, [len(atoms)], [True]), budget_s),
+        "to_numpy": best_ms(lambda: to_ase_results(out, [len(atoms)], [True]), budget_s),
     }
     ms["neighbor_list"] = ms[f"neighbor_list_{neighbors.get_neighbor_backend()}"]
     ms["call"], ms["outside_share"] = timed_calls(calc, atoms, 2 * budget_s)
@@ -163,7 +156,7 @@ def stage_row(calc: MPNNCalculator, atoms, budget_s: float) -> dict[str, Any]:
                              skin=0.5)
     ms["call_skin"], ms["outside_share_skin"] = timed_calls(skinned, atoms, budget_s, move=True)
     ms["backward"] = max(0.0, ms["forward_backward"] - ms["forward"])
-    return {"kind": "stages", "atoms": len(atoms), "edges": arrays["edges"].shape[1], **ms,
+    return {"kind": "stages", "atoms": len(atoms), "edges": record.n_edges, **ms,
             "us_per_atom": 1e3 * ms["call"] / len(atoms),
             "energy_per_atom": float(out[keys.ENERGY].detach().sum()) / len(atoms),
             "peak_rss_mb": peak_rss_mb()}
@@ -191,7 +184,7 @@ def growth_row(calc: MPNNCalculator, small: int, large: int, rounds: int) -> dic
     cannot fake, unlike one from rows measured minutes apart."""
     cells = {n: cu_cell(n) for n in (small, large)}
     best = {n: float("inf") for n in cells}
-    for n, atoms in cells.items():  # warm-up
+    for atoms in cells.values():  # warm-up
         calc.calculate(atoms, ["energy", "forces", "stress"])
     for _ in range(rounds):
         for n, atoms in cells.items():
@@ -216,15 +209,15 @@ def md_row(architecture: str, dtype: str, n_atoms: int, budget_s: float) -> dict
                         rng=np.random.default_rng(0))
     dynamics.run(3)
     neighbor_seconds = [0.0]
-    arrays = calc.neighbors.arrays
+    make_structure = calc.neighbors.structure
 
-    def timed_arrays(structure):
+    def timed_structure(atoms):
         start = time.perf_counter()
-        result = arrays(structure)
+        result = make_structure(atoms)
         neighbor_seconds[0] += time.perf_counter() - start
         return result
 
-    calc.neighbors.arrays = timed_arrays
+    calc.neighbors.structure = timed_structure
     builds0 = calc.neighbors.builds
     steps, start = 0, time.perf_counter()
     while steps < 5 or (time.perf_counter() - start < budget_s and steps < 500):

@@ -6,10 +6,12 @@ import os
 
 import pytest
 import torch
+from ase import Atoms
 from ase.build import bulk
 
 from ase_mpnn import MPNNCalculator, Potential
 from ase_mpnn.models import SchNet
+from ase_mpnn.models.presets import build_preset
 from ase_mpnn.testing import rattled_triclinic_cell, scale_to_force_rms
 
 SPECIES = ["Cu", "Ni"]
@@ -20,10 +22,28 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"  # and for the scripts tests start as subprocesses
 
 
+def cu_fcc(repeat: int = 1, nickel_every: int = 0, rattle: float = 0.0, seed: int = 1) -> Atoms:
+    """The tests' Cu cell: cubic fcc Cu (a = 3.6 A, 4 atoms) repeated ``repeat`` times along
+    each axis, every ``nickel_every``-th atom Ni (0: none), rattled by ``rattle`` A."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(repeat)
+    if nickel_every:
+        atoms.symbols[::nickel_every] = "Ni"
+    if rattle:
+        atoms.rattle(rattle, seed=seed)
+    return atoms
+
+
 def make_potential(seed: int = 0, architecture: type = SchNet, **kwargs) -> Potential:
     """A random model over Cu/Ni whose forces have ~1 eV/A RMS on a rattled cell."""
     torch.manual_seed(seed)
     model = architecture(species=SPECIES, cutoff=kwargs.pop("cutoff", 4.0), **kwargs)
+    return scale_to_force_rms(Potential(model), rattled_triclinic_cell(SPECIES), 1.0)
+
+
+def make_preset(name: str, seed: int = 0) -> Potential:
+    """A random model of an ``ase_mpnn.models.presets.SMALL`` configuration over Cu/Ni (4 A
+    cutoff), scaled like ``make_potential``."""
+    model = build_preset(name, SPECIES, 4.0, seed=seed)
     return scale_to_force_rms(Potential(model), rattled_triclinic_cell(SPECIES), 1.0)
 
 
@@ -39,6 +59,4 @@ def calc(potential) -> MPNNCalculator:
 
 @pytest.fixture()
 def cu_cell():
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-    atoms.rattle(0.05, seed=1)
-    return atoms
+    return cu_fcc(rattle=0.05)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ase.build import bulk
 
 from ase_mpnn import Potential, keys
 from ase_mpnn.graph import build_graph
@@ -13,14 +12,15 @@ from ase_mpnn.nn import chunks
 from ase_mpnn.nn.chunks import atom_chunks, uniform_chunks
 from ase_mpnn.nn.message_passing import AGGREGATIONS
 
+from .conftest import cu_fcc
+
 SPECIES = ["Cu", "Ni"]
 
 
 @pytest.fixture(scope="module")
 def graph():
     """A rattled, sheared Cu-Ni cell of 32 atoms: 576 edges at 4 A."""
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
-    atoms.symbols[::3] = "Ni"
+    atoms = cu_fcc(repeat=2, nickel_every=3)
     atoms.set_cell(atoms.cell.array + [[0, 0.3, 0.1], [0.2, 0, 0.3], [0.1, 0.2, 0]],
                    scale_atoms=True)
     atoms.rattle(0.1, seed=3)
@@ -42,7 +42,7 @@ def test_atom_chunks_cover_every_edge_once_and_end_on_atoms():
     centers = torch.tensor([0, 0, 0, 1, 2, 2, 2, 2, 2, 4, 4, 5])  # atom 3 has no edges
     parts = atom_chunks(centers, 6, size=3)
     assert parts[0][0] == 0 and parts[-1][1] == 6 and parts[-1][3] == 12
-    for (a0, a1, e0, e1), (b0, _, f0, _) in zip(parts[:-1], parts[1:]):
+    for (_, a1, _, e1), (b0, _, f0, _) in zip(parts[:-1], parts[1:]):
         assert a1 == b0 and e1 == f0
     for a0, a1, e0, e1 in parts:
         assert ((centers[e0:e1] >= a0) & (centers[e0:e1] < a1)).all()

@@ -13,22 +13,14 @@ from ase_mpnn.graph import build_graph
 from ase_mpnn.models.base import architecture_class
 from ase_mpnn.models.mace import MACE, SymmetricContraction, coupling_basis
 from ase_mpnn.models.nequip import NequIP, allowed_irreps, pruned_layer_irreps
-from ase_mpnn.nn import equivariant
-from ase_mpnn.nn.equivariant import exact_constants_
+from ase_mpnn.models.presets import build_preset
+from ase_mpnn.nn import e3nn_patches
+from ase_mpnn.nn.convolution import EquivariantConvolution
+from ase_mpnn.nn.e3nn_patches import exact_constants_
 from ase_mpnn.potential import edge_geometry
 from ase_mpnn.testing import rattled_triclinic_cell, scale_to_force_rms
 
 SPECIES = ["Cu", "Ni"]
-
-#: small settings: every check of the kit runs in seconds, every code path is exercised
-#: (l > 0 features between layers, Clebsch-Gordan paths with three non-zero l, A^3;
-#: NequIP needs 4 blocks before pseudo-vectors 1e can reach the energy)
-SMALL = {
-    NequIP: dict(n_features=8, n_layers=4, l_max=1, radial_hidden=16),
-    MACE: dict(n_features=8, n_layers=2, max_ell=2, hidden_l_max=1, correlation=3,
-               radial_hidden=16, radial_layers=2),
-}
-
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -41,8 +33,8 @@ def one_thread():
 
 
 def make_model(cls, seed: int = 0, **kwargs):
-    torch.manual_seed(seed)
-    return cls(SPECIES, cutoff=4.0, **{**SMALL[cls], **kwargs})
+    """The shared small preset of ``cls`` (ase_mpnn.models.presets.SMALL), 4 A cutoff."""
+    return build_preset(cls.architecture, SPECIES, 4.0, seed=seed, **kwargs)
 
 
 def make_potential(cls, seed: int = 0, **kwargs) -> Potential:
@@ -101,7 +93,7 @@ def test_model_pickles(cls):
 def test_dropping_dead_einsums_changes_nothing(cls, monkeypatch):
     graph = geometry_graph(rattled_triclinic_cell(SPECIES))
     model = make_model(cls).double()
-    monkeypatch.setattr(equivariant, "drop_dead_code_", lambda module: None)
+    monkeypatch.setattr(e3nn_patches, "drop_dead_code_", lambda module: None)
     reference = make_model(cls).double()
     with torch.no_grad():
         assert torch.equal(model(graph), reference(graph))
@@ -275,9 +267,9 @@ def test_integral_floats_are_accepted_as_integers():
 def test_scalar_input_convolution_equals_the_e3nn_tensor_product(irreps_sh, keep):
     """The product fast path for mul x 0e inputs gives e3nn's TensorProduct to 1e-12."""
     keep = [ir for _, ir in o3.Irreps(keep)]
-    conv = equivariant.EquivariantConvolution(o3.Irreps("6x0e"), o3.Irreps(irreps_sh), keep,
-                                              n_basis=4, radial_hidden=8, radial_layers=1,
-                                              avg_num_neighbors=3.0).double()
+    conv = EquivariantConvolution(o3.Irreps("6x0e"), o3.Irreps(irreps_sh), keep,
+                                  n_basis=4, radial_hidden=8, radial_layers=1,
+                                  avg_num_neighbors=3.0).double()
     exact_constants_(conv)
     generator = torch.Generator().manual_seed(0)
     h = torch.randn(5, 6, dtype=torch.float64, generator=generator)
@@ -285,7 +277,7 @@ def test_scalar_input_convolution_equals_the_e3nn_tensor_product(irreps_sh, keep
     weights = torch.randn(9, conv.tp.weight_numel, dtype=torch.float64, generator=generator)
     neighbors = torch.randint(0, 5, (9,), generator=generator)
     centers = torch.randint(0, 5, (9,), generator=generator)
-    fast = conv._scalar_convolution(h[neighbors], sh, weights, centers, 5)
+    fast = conv.scalar_path.summed(h[neighbors], sh, weights, centers, 5)
     reference = torch.zeros(5, conv.tp.irreps_out.dim, dtype=torch.float64).index_add_(
         0, centers, conv.tp(h[neighbors], sh, weights))
     torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-12)
@@ -308,11 +300,11 @@ def test_neighbor_matrix_convolution_equals_the_e3nn_tensor_product(irreps_in, i
 
     irreps_in, irreps_sh = o3.Irreps(irreps_in), o3.Irreps(irreps_sh)
     keep = [ir for _, ir in o3.Irreps(keep)]
-    conv = equivariant.EquivariantConvolution(irreps_in, irreps_sh, keep, n_basis=4,
-                                              radial_hidden=8, radial_layers=1,
-                                              avg_num_neighbors=3.0).double()
+    conv = EquivariantConvolution(irreps_in, irreps_sh, keep, n_basis=4,
+                                  radial_hidden=8, radial_layers=1,
+                                  avg_num_neighbors=3.0).double()
     exact_constants_(conv)  # the reference's own Wigner 3j tables at float64
-    assert conv.matrix is not None
+    assert conv.matrix_path is not None
     generator = torch.Generator().manual_seed(0)
     n_atoms, n_edges = 5, 17
     h = torch.randn(n_atoms, irreps_in.dim, dtype=torch.float64, generator=generator)
@@ -324,10 +316,10 @@ def test_neighbor_matrix_convolution_equals_the_e3nn_tensor_product(irreps_in, i
     positions, n_slots = neighbor_slots(centers, n_atoms)
     assert n_atoms * n_slots > n_edges  # some slots are padding
     rows = n_atoms * n_slots
-    fast = conv._matrix_block(h.index_select(1, conv._in_permutation),
-                              to_slots(sh, positions, rows),
-                              to_slots(weights, positions, rows),
-                              to_slots(neighbors, positions, rows), n_slots)
+    fast = conv.matrix_path.block(h.index_select(1, conv.matrix_path.in_permutation),
+                                  to_slots(sh, positions, rows),
+                                  to_slots(weights, positions, rows),
+                                  to_slots(neighbors, positions, rows), n_slots)
     reference = torch.zeros(n_atoms, conv.tp.irreps_out.dim, dtype=torch.float64).index_add_(
         0, centers, conv.tp(h[neighbors], sh, weights))
     torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-12)

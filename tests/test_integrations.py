@@ -7,11 +7,12 @@ import sys
 
 import numpy as np
 import pytest
-from ase.build import bulk
 from ase.stress import voigt_6_to_full_3x3_stress
 from ase.units import GPa
 
 from ase_mpnn import MPNNCalculator, __version__
+
+from .conftest import cu_fcc
 
 MODEL = "emt-cuni-schnet"
 #: the jobs are compared with direct calculator calls to 1e-9: both in float64
@@ -28,9 +29,7 @@ def reference(atoms, stress: bool = False) -> tuple[np.ndarray | float, ...]:
 
 @pytest.fixture()
 def cu():
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-    atoms.rattle(0.05, seed=1)
-    return atoms
+    return cu_fcc(rattle=0.05)
 
 
 @pytest.mark.parametrize(("module", "extra", "blocked"), [

@@ -5,44 +5,16 @@ from __future__ import annotations
 import pytest
 
 from ase_mpnn import MPNNCalculator, testing
-from ase_mpnn.models import CGCNN, MACE, MPNN, NequIP
+from ase_mpnn.models.presets import SMALL
 from ase_mpnn.testing import rattled_triclinic_cell, small_molecule
 
-from .conftest import SPECIES, make_potential
-
-SMALL = dict(n_features=16, n_layers=2)
-
-#: every architecture and preset, built small and physically scaled
-ARCHITECTURES = {
-    "SchNet": lambda: make_potential(n_features=32, n_interactions=2),
-    "SchNet-polynomial-bessel": lambda: make_potential(
-        n_features=32, n_interactions=2, envelope="polynomial", radial_basis="bessel",
-        activation="silu"),
-    "CGCNN": lambda: make_potential(architecture=CGCNN, **SMALL),
-    "MPNN-mlp-mean-gru": lambda: make_potential(
-        architecture=MPNN, message="mlp", aggregation="mean", update="gru", **SMALL),
-    "MPNN-linear-smoothmax-gcn": lambda: make_potential(
-        architecture=MPNN, message="linear", aggregation="smoothmax", update="gcn",
-        activation="tanh", **SMALL),
-    "MPNN-gated-attention-mlp-edges": lambda: make_potential(
-        architecture=MPNN, message="gated", aggregation="attention", update="mlp",
-        edge_updates=True, **SMALL),
-    "MPNN-filter-pna-residual": lambda: make_potential(
-        architecture=MPNN, message="filter", aggregation="pna", update="residual",
-        envelope="polynomial", **SMALL),
-    # small, but every path: l > 0 features between layers; NequIP needs 4 blocks before
-    # pseudo-vectors (1e) reach the energy; MACE with l = 1 hidden features and A^3
-    "NequIP": lambda: make_potential(architecture=NequIP, n_features=8, n_layers=4, l_max=1,
-                                     radial_hidden=16),
-    "MACE": lambda: make_potential(architecture=MACE, n_features=8, n_layers=2, max_ell=2,
-                                   hidden_l_max=1, correlation=3, radial_hidden=16,
-                                   radial_layers=2),
-}
+from .conftest import SPECIES, make_potential, make_preset
 
 
-@pytest.fixture(params=sorted(ARCHITECTURES), scope="module")
+@pytest.fixture(params=sorted(SMALL), scope="module")
 def model(request):
-    return ARCHITECTURES[request.param]()
+    """Every architecture and preset, built small and physically scaled."""
+    return make_preset(request.param)
 
 
 def test_forces_match_finite_differences_periodic(model):

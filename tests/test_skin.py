@@ -12,6 +12,8 @@ from ase_mpnn import MPNNCalculator
 from ase_mpnn._compat import thermalize
 from ase_mpnn.graph.skin import SkinNeighborList
 
+from .conftest import cu_fcc
+
 
 def results(atoms, calc):
     atoms = atoms.copy()
@@ -30,8 +32,7 @@ def assert_same(a, b):
 
 
 def test_md_with_a_skin_equals_md_with_fresh_lists(potential):
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
-    atoms.symbols[::3] = "Ni"
+    atoms = cu_fcc(repeat=2, nickel_every=3)
     thermalize(atoms, 1500, seed=0)
     fresh = MPNNCalculator(potential, device="cpu", dtype="float64", skin=0.0)
     skinned = MPNNCalculator(potential, device="cpu", dtype="float64", skin=0.5)
@@ -79,7 +80,7 @@ def test_a_pair_entering_the_cutoff_forces_a_rebuild(potential):
 
 def test_changed_elements_or_pbc_rebuild():
     verlet = SkinNeighborList(4.0, 0.5, ["Cu", "Ni"])
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms = cu_fcc()
     verlet.structure(atoms)
     other = atoms.copy()
     other.symbols[0] = "Ni"
