@@ -96,8 +96,8 @@ class MPNNCalculator(Calculator):
         changed = super().set(**{name: _normalized(name, value) for name, value in kwargs.items()})
         if source is not None or set(changed) & set(self._RELOAD):
             self._load(self._source if source is None else source)
-            self.reset()
         if source is not None or changed:
+            self.reset()  # results of the old settings are not kept
             self.neighbors = SkinNeighborList(self.potential.cutoff, self.parameters["skin"],
                                               self.potential.species,
                                               self.parameters["min_distance"])
@@ -153,7 +153,8 @@ class MPNNCalculator(Calculator):
         for name in ("stress", "stresses"):
             if name in properties and not periodic:
                 raise PropertyNotImplementedError(
-                    f"{name} needs a cell periodic in all three directions; pbc={atoms.pbc.tolist()}"
+                    f"{name} needs a cell periodic in all three directions; "
+                    f"pbc={atoms.pbc.tolist()}"
                 )
         graph = collate([self.neighbors.structure(atoms)], dtype=self.dtype, device=self.device)
         if self.neighbors.skin > 0:

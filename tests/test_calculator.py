@@ -153,3 +153,38 @@ def test_compiled_model_gives_the_eager_energy_forces_and_stress():
             np.testing.assert_allclose(compiled.get_property(name, atoms),
                                        eager.get_property(name, atoms), rtol=1e-10, atol=1e-10)
     assert pickle.loads(pickle.dumps(compiled)).parameters["compile"]
+
+
+def test_unknown_keyword_is_a_type_error_naming_the_valid_options(potential):
+    with pytest.raises(TypeError, match=r"'skn'.*valid options: model, device, dtype, "
+                                        r"min_distance, skin, compile"):
+        MPNNCalculator(potential, skn=0.3)
+    calc = MPNNCalculator(potential, dtype="float64")
+    with pytest.raises(TypeError, match="'skn'"):
+        calc.set(skn=0.3)
+    with pytest.raises(ValueError, match="skin must be >= 0"):
+        calc.set(skin=-1.0)
+
+
+def test_set_changes_settings_the_ase_way(potential, cu_cell):
+    calc = MPNNCalculator(potential, dtype="float64", skin=0.5)
+    cu_cell.calc = calc
+    energy = cu_cell.get_potential_energy()
+    assert calc.set(skin=0.5) == {}  # unchanged: results kept
+    assert calc.results
+    assert calc.set(skin=0.0) == {"skin": 0.0} and not calc.results  # changed: cleared
+    assert calc.neighbors.skin == 0.0 and calc.parameters["skin"] == 0.0
+    assert cu_cell.get_potential_energy() == pytest.approx(energy, rel=1e-12)
+    calc.set(dtype="float32")  # a new dtype loads the model again
+    assert next(calc.potential.parameters()).dtype == torch.float32
+    assert calc.parameters["dtype"] == "float32"
+    assert cu_cell.get_potential_energy() == pytest.approx(energy, rel=1e-5)
+    clone = pickle.loads(pickle.dumps(calc))
+    assert clone.parameters == calc.parameters
+
+
+def test_parameters_are_settings_and_provenance_joins_them_in_todict(calc):
+    assert set(calc.parameters) == {"model", "device", "dtype", "min_distance", "skin",
+                                    "compile"}
+    assert calc.provenance["architecture"] == "SchNet"
+    assert calc.todict()["model_sha256"] == calc.provenance["model_sha256"]
