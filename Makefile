@@ -1,11 +1,11 @@
 # make demo   create .venv, install, run the main job (relax + MD of a small Cu cell)
-# make test   create .venv, install with test extras, run the whole test suite
+# make test   create .venv, install with test extras, lint (ruff), run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ase-mpnn demo --out demo_output
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check ase_mpnn tests benchmarks workflows
+
+test: lint
 	$(BIN)/python -m pytest -n 2 -q
 
 test-fast: $(STAMP)

@@ -109,12 +109,14 @@ def _read_archive(data: bytes, source: str) -> tuple[dict[str, Any], bytes, byte
             manifest_bytes = archive.read(MANIFEST)
             weights = archive.read(WEIGHTS)
         manifest = json.loads(manifest_bytes)
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError, zipfile.LargeZipFile) as exc:
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError,
+            zipfile.LargeZipFile) as exc:
         raise ModelFileError(
             f"{source} is not a readable ase-mpnn model file (truncated or corrupt?): {exc}"
         ) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise ModelFileError(f"{source} is not an ase-mpnn model file (no '{FORMAT_NAME}' manifest)")
+        raise ModelFileError(
+            f"{source} is not an ase-mpnn model file (no '{FORMAT_NAME}' manifest)")
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(
@@ -142,7 +144,8 @@ def potential_from_bytes(data: bytes, source: str = "model data") -> Potential:
         model = build_model(manifest["architecture"], manifest["species"], manifest["cutoff"],
                             **manifest["hyperparameters"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{source}: the manifest does not describe a valid model: {exc}") from exc
+        raise ModelFileError(
+            f"{source}: the manifest does not describe a valid model: {exc}") from exc
     model.to(dtype=getattr(torch, dtype))  # the saved precision; E0 etc. stay float64
     potential = Potential(model)
     state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)

@@ -28,7 +28,7 @@ from scipy.spatial.transform import Rotation
 
 from . import keys
 from .calculator import MPNNCalculator
-from .graph import build_graph
+from .graph import build_graph, unbatch
 from .loading import load_model
 from .modelfile import save_model
 from .models.base import AtomisticModel
@@ -63,7 +63,8 @@ def small_molecule(species: Sequence[str], seed: int = 0) -> Atoms:
     return atoms
 
 
-def scale_to_force_rms(model: AtomisticModel | Potential, atoms: Atoms, force_rms: float = 1.0) -> Potential:
+def scale_to_force_rms(model: AtomisticModel | Potential, atoms: Atoms,
+                       force_rms: float = 1.0) -> Potential:
     """Rescale a (random-weight) potential's energies so forces on ``atoms`` have this RMS.
 
     Random weights give arbitrary energy scales; physics checks and MD tests are only
@@ -98,7 +99,8 @@ def _fail(condition: bool, message: str) -> None:
 
 
 # --- checks ----------------------------------------------------------------------------
-def check_forces_finite_difference(model: Any, atoms: Atoms, d: float = 1e-4, atol: float = 1e-6) -> float:
+def check_forces_finite_difference(model: Any, atoms: Atoms, d: float = 1e-4,
+                                   atol: float = 1e-6) -> float:
     """Forces equal central finite differences of the energy. Returns max |error|, eV/A."""
     calc = _calculator(model)
     forces = _evaluate(calc, atoms, ["forces"])[0]
@@ -110,7 +112,8 @@ def check_forces_finite_difference(model: Any, atoms: Atoms, d: float = 1e-4, at
     return error
 
 
-def check_stress_finite_difference(model: Any, atoms: Atoms, d: float = 1e-6, atol: float = 1e-7) -> float:
+def check_stress_finite_difference(model: Any, atoms: Atoms, d: float = 1e-6,
+                                   atol: float = 1e-7) -> float:
     """Stress equals the numerical strain derivative; per-atom stresses and energies sum up.
 
     Returns max |stress error| in eV/A^3.
@@ -138,7 +141,8 @@ def _compare(name: str, reference: tuple, other: tuple, rtol: float) -> float:
     return error
 
 
-def check_symmetry(model: Any, atoms: Atoms, rtol: float = 1e-10, seed: int = 0) -> dict[str, float]:
+def check_symmetry(model: Any, atoms: Atoms, rtol: float = 1e-10,
+                   seed: int = 0) -> dict[str, float]:
     """Energy invariant, forces equivariant under rotation, reflection, translation, permutation.
 
     Returns the relative error of each operation.
@@ -187,7 +191,8 @@ def check_cutoff_smoothness(model: Any, species: str | None = None, points: int 
     calc = _calculator(model)
     symbol = species or calc.potential.species[0]
     rc = calc.potential.cutoff
-    distances = np.concatenate([np.linspace(0.5 * rc, rc - 1e-3, points), [rc - 1e-6, rc + 1e-6, rc + 0.5]])
+    distances = np.concatenate([np.linspace(0.5 * rc, rc - 1e-3, points),
+                                [rc - 1e-6, rc + 1e-6, rc + 0.5]])
     energies, forces = [], []
     for r in distances:
         e, f = _evaluate(calc, Atoms(f"{symbol}2", positions=[[0, 0, 0], [r, 0, 0]]))
@@ -212,17 +217,16 @@ def check_batch_consistency(model: Any, structures: Sequence[Atoms], atol: float
     potential = copy.deepcopy(potential).to(torch.float64)
     species, rc = potential.species, potential.cutoff
 
-    def evaluate(structures: Sequence[Atoms]) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(structures: Sequence[Atoms]) -> list[dict[str, np.ndarray]]:
         out = potential(build_graph(structures, rc, species), forces=True)
-        return out[keys.ENERGY].detach().numpy(), out[keys.FORCES].detach().numpy()
+        return unbatch(out, [len(s) for s in structures])
 
-    energies, forces = evaluate(structures)
-    offsets = np.cumsum([0] + [len(s) for s in structures])
+    batched = evaluate(structures)
     error = 0.0
-    for k, atoms in enumerate(structures):
-        energy, force = evaluate([atoms])
-        error = max(error, abs(energies[k] - energy[0]),
-                    float(np.abs(forces[offsets[k]:offsets[k + 1]] - force).max(initial=0.0)))
+    for atoms, together in zip(structures, batched):
+        alone = evaluate([atoms])[0]
+        error = max(error, float(abs(together[keys.ENERGY] - alone[keys.ENERGY])),
+                    float(np.abs(together[keys.FORCES] - alone[keys.FORCES]).max(initial=0.0)))
     _fail(error < atol, f"batched and one-by-one results differ by {error:.3g}")
     return error
 
@@ -259,7 +263,8 @@ def check_float32(model: Any, atoms: Atoms, rtol: float = 1e-4) -> float:
     return error
 
 
-def run_physics_checks(model: AtomisticModel | Potential, directory: str | Path | None = None) -> dict[str, Any]:
+def run_physics_checks(model: AtomisticModel | Potential,
+                       directory: str | Path | None = None) -> dict[str, Any]:
     """Run every check on ``model``; returns {check name: measured error}."""
     import tempfile
 
@@ -273,7 +278,8 @@ def run_physics_checks(model: AtomisticModel | Potential, directory: str | Path 
         "symmetry_molecule": lambda: check_symmetry(model, mol),
         "extensivity": lambda: check_extensivity(model, cell),
         "cutoff_smoothness": lambda: check_cutoff_smoothness(model),
-        "batch": lambda: check_batch_consistency(model, [cell, mol, rattled_triclinic_cell(species, 1)]),
+        "batch": lambda: check_batch_consistency(
+            model, [cell, mol, rattled_triclinic_cell(species, 1)]),
         "pickle": lambda: check_pickle_roundtrip(model, cell),
         "float32": lambda: check_float32(model, cell),
     }

@@ -52,6 +52,10 @@ def one_by_one(structures, calc):
     return results
 
 
+def float64_calculator() -> MPNNCalculator:
+    return MPNNCalculator(MODEL, device="cpu", dtype="float64")
+
+
 def assert_same(batched, single, atol=1e-8):
     assert len(batched) == len(single)
     for b, s in zip(batched, single):
@@ -66,7 +70,7 @@ def assert_same(batched, single, atol=1e-8):
 def test_batched_evaluation_equals_one_by_one(max_atoms):
     structures = mixed_structures()
     batched = evaluate(structures, MODEL, device="cpu", dtype="float64", max_atoms=max_atoms)
-    assert_same(batched, one_by_one(structures, MPNNCalculator(MODEL, device="cpu", dtype="float64")))
+    assert_same(batched, one_by_one(structures, float64_calculator()))
     assert all(r["forces"].dtype == np.float64 for r in batched)
 
 
@@ -98,7 +102,7 @@ def test_out_of_memory_halves_the_chunk_and_retries(monkeypatch):
     batched = evaluate(structures, MODEL, device="cpu", dtype="float64")
     monkeypatch.setattr(Potential, "forward", real)
     assert sizes[:3] == [8, 4, 2] and max(s for s in sizes if s <= 2) == 2
-    assert_same(batched, one_by_one(structures, MPNNCalculator(MODEL, device="cpu", dtype="float64")))
+    assert_same(batched, one_by_one(structures, float64_calculator()))
 
 
 def test_bad_structures_are_reported_and_the_rest_evaluated():
@@ -111,7 +115,7 @@ def test_bad_structures_are_reported_and_the_rest_evaluated():
     results = evaluate(structures, MODEL, device="cpu", dtype="float64", errors="store")
     assert "NaN" in results[1]["error"] and "Au" in results[3]["error"]
     good = [structures[0], structures[2]]
-    assert_same([results[0], results[2]], one_by_one(good, MPNNCalculator(MODEL, device="cpu", dtype="float64")))
+    assert_same([results[0], results[2]], one_by_one(good, float64_calculator()))
 
 
 def ase_fire(atoms, calc, fmax, steps):

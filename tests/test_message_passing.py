@@ -1,4 +1,4 @@
-"""The seed chapter's worked examples, and the generic MPNN's design axes."""
+"""Small message-passing examples worked by hand, and the generic MPNN's design axes."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def test_module_doctest_reproduces_the_path_graph():
     assert result.attempted >= 4 and result.failed == 0
 
 
-def test_chapter_three_node_path_graph():
-    """Section 10.2.1: M = h_u + e_uv, U = h_v + 0.5 m_v on the path 1-2-3."""
+def test_three_node_path_graph():
+    """M = h_u + e_uv, U = h_v + 0.5 m_v on the path 1-2-3, worked by hand."""
     h = torch.tensor([[0.5], [1.0], [-0.2]], dtype=torch.float64)
     e = torch.ones(4, 1, dtype=torch.float64)
     messages = {}
@@ -40,18 +40,18 @@ def test_chapter_three_node_path_graph():
         return hv + 0.5 * mv
 
     h1 = message_passing_step(h, UNDIRECTED_PATH, message, update, edge_attr=e)
-    torch.testing.assert_close(messages["m"].flatten(), torch.tensor([2.0, 2.3, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(messages["m"].flatten(),
+                               torch.tensor([2.0, 2.3, 2.0], dtype=torch.float64))
     torch.testing.assert_close(h1.flatten(), torch.tensor([1.5, 2.15, 0.8], dtype=torch.float64))
 
 
-def test_chapter_graph_convolution_on_a_triangle():
-    """Section 10.2.2: M = W h_u, U = sigma(W' h_v + m_v), W = W' = diag(0.5, 0.5), sigma = id.
+def test_graph_convolution_on_a_triangle():
+    """M = W h_u, U = sigma(W' h_v + m_v), W = W' = diag(0.5, 0.5), sigma = id (a graph
+    convolution, Kipf & Welling 2017) on a triangle with h = (1, 0), (0, 1), (1, 1).
 
-    The chapter gives h_1 = (1, 1) and h_2 = (1, 1), which this reproduces, and prints
-    h_3 = (1.5, 1.0). The same rule gives h_3 = W h_3 + W h_1 + W h_2 = (0.5 + 0.5 + 0,
-    0.5 + 0 + 0.5) = (1, 1): the printed value is a misprint (it equals h_1 with W' = 1).
-    All three nodes collapse onto one embedding after one layer: over-smoothing at its
-    most extreme.
+    By hand: h_1 = (1, 1), h_2 = (1, 1) and h_3 = W h_3 + W h_1 + W h_2 = (0.5 + 0.5 + 0,
+    0.5 + 0 + 0.5) = (1, 1). All three nodes collapse onto one embedding after one layer:
+    over-smoothing at its most extreme.
     """
     h = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
     w = torch.diag(torch.tensor([0.5, 0.5], dtype=torch.float64))
@@ -69,7 +69,7 @@ def test_chapter_graph_convolution_on_a_triangle():
 
 
 def test_step_is_permutation_equivariant():
-    """Relabelling nodes relabels the output (section 10.2.3), for every aggregation."""
+    """Relabelling nodes relabels the output (permutation equivariance), for every aggregation."""
     generator = torch.Generator().manual_seed(0)
     h = torch.randn(5, 4, generator=generator, dtype=torch.float64)
     edges = torch.tensor([[0, 1, 1, 2, 3, 4, 4, 0], [1, 0, 2, 1, 4, 3, 0, 4]])
@@ -125,8 +125,8 @@ def test_schnet_is_the_mpnn_preset_with_the_same_weights():
     generic = MPNN(["Cu", "Ni"], cutoff=4.0, n_features=16, n_layers=2, message="filter",
                    aggregation="sum", update="residual")
     generic.load_state_dict(schnet.state_dict())
-    from ase_mpnn.testing import rattled_triclinic_cell
     from ase_mpnn import MPNNCalculator
+    from ase_mpnn.testing import rattled_triclinic_cell
 
     atoms = rattled_triclinic_cell(["Cu", "Ni"])
     e1 = MPNNCalculator(schnet, dtype="float64").get_potential_energy(atoms)

@@ -55,7 +55,8 @@ def backend(request):
 
 
 def as_set(i, j, shifts) -> set:
-    return set(zip(np.asarray(i).tolist(), np.asarray(j).tolist(), map(tuple, np.asarray(shifts).tolist())))
+    shifts = map(tuple, np.asarray(shifts).tolist())
+    return set(zip(np.asarray(i).tolist(), np.asarray(j).tolist(), shifts))
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -66,7 +67,8 @@ def test_equals_ase_neighbor_list(name, backend):
     assert as_set(nl.centers, nl.neighbors, nl.shifts) == as_set(i, j, shifts)
     assert len(nl.centers) == len(i)  # no duplicates
     assert (np.diff(nl.centers) >= 0).all()  # sorted by centre (the models' edge chunks)
-    vectors = atoms.positions[nl.neighbors] - atoms.positions[nl.centers] + nl.shifts @ atoms.cell.array
+    vectors = (atoms.positions[nl.neighbors] - atoms.positions[nl.centers]
+               + nl.shifts @ atoms.cell.array)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), nl.distances, rtol=1e-12)
 
 

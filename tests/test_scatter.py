@@ -20,7 +20,8 @@ def test_unknown_backend():
         set_scatter_backend("cuda-magic")
 
 
-@pytest.mark.skipif(not scatter_module.torch_scatter_available(), reason="torch-scatter not installed")
+@pytest.mark.skipif(not scatter_module.torch_scatter_available(),
+                    reason="torch-scatter not installed")
 def test_torch_scatter_agrees_with_native(calc, cu_cell):
     generator = torch.Generator().manual_seed(0)
     src = torch.randn(500, 16, dtype=torch.float64, generator=generator, requires_grad=True)

@@ -60,7 +60,8 @@ def main() -> None:
     summary.pop("log")
     summary["first_peak_A"] = float(r[np.argmax(g)])
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"<T> = {summary['mean_temperature_K']:.0f} K; first RDF peak at {summary['first_peak_A']:.2f} A")
+    print(f"<T> = {summary['mean_temperature_K']:.0f} K; "
+          f"first RDF peak at {summary['first_peak_A']:.2f} A")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def _models(args: argparse.Namespace) -> int:
         manifest = read_manifest(model_path(name))
         test = manifest.get("test_metrics", {})
 
-        def milli(key: str) -> str:
+        def milli(key: str, test: dict = test) -> str:
             return f"{1e3 * test[key]:.2f}" if key in test else "-"
 
         print(f"{name:28s}{manifest['architecture']:>13s}{manifest['n_parameters']:>9d}"

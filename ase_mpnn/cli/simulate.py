@@ -35,8 +35,9 @@ def _setup(args: argparse.Namespace, command: str):
     if missing:
         from ..errors import UnknownElementError
 
-        raise UnknownElementError(f"{args.structure} holds {', '.join(missing)}, which model "
-                                  f"{args.model} does not cover (it knows {calc.potential.species})")
+        raise UnknownElementError(
+            f"{args.structure} holds {', '.join(missing)}, which model {args.model} does not "
+            f"cover (it knows {calc.potential.species})")
     out = Path(args.out or f"{Path(args.structure).stem}_{command}")
     out.mkdir(parents=True, exist_ok=True)
     return atoms, calc, out
@@ -56,7 +57,8 @@ def _plot_series(x, series: dict, xlabel: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(series), 1, figsize=(6, 2.4 * len(series)), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(series), 1, figsize=(6, 2.4 * len(series)), sharex=True,
+                             squeeze=False)
     for ax, (label, values) in zip(axes[:, 0], series.items()):
         ax.plot(x, values)
         ax.set_ylabel(label)
@@ -72,7 +74,8 @@ def _relax(args: argparse.Namespace) -> int:
     from ..simulate import relax
 
     atoms, calc, out = _setup(args, "relax")
-    relaxed, summary = relax(atoms, calc, fmax=args.fmax, steps=args.steps, cell=not args.fixed_cell,
+    relaxed, summary = relax(atoms, calc, fmax=args.fmax, steps=args.steps,
+                             cell=not args.fixed_cell,
                              optimizer=args.optimizer, fix_symmetry=args.fix_symmetry,
                              trajectory=out / "relax.traj")
     write(out / "relaxed.extxyz", relaxed, format="extxyz")
@@ -94,7 +97,8 @@ def _md(args: argparse.Namespace) -> int:
                         trajectory=out / "md.extxyz", log_file=out / "md_log.csv")
     write(out / "final.extxyz", final, format="extxyz")
     log = summary["log"]
-    series = {"E_pot (eV)": [r["potential_eV"] for r in log], "E_tot (eV)": [r["total_eV"] for r in log],
+    series = {"E_pot (eV)": [r["potential_eV"] for r in log],
+              "E_tot (eV)": [r["total_eV"] for r in log],
               "T (K)": [r["temperature_K"] for r in log]}
     _plot_series([r["time_fs"] for r in log], series, "time (fs)", out / "md.png")
     return _finish(out, summary)
@@ -104,7 +108,8 @@ def _eos(args: argparse.Namespace) -> int:
     from ..simulate import eos
 
     atoms, calc, out = _setup(args, "eos")
-    return _finish(out, eos(atoms, calc, strain=args.strain, points=args.points, plot=out / "eos.png"))
+    summary = eos(atoms, calc, strain=args.strain, points=args.points, plot=out / "eos.png")
+    return _finish(out, summary)
 
 
 def _phonons(args: argparse.Namespace) -> int:

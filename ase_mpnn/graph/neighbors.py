@@ -2,7 +2,8 @@
 
 Two interchangeable backends: vesin (the default, a dependency) and matscipy (the default
 wherever vesin cannot be imported); ``benchmarks/run.py`` times both on every cell size,
-which is how the default was chosen. Choose with ``set_neighbor_backend`` or the ``ASE_MPNN_NEIGHBORS`` environment variable
+which is how the default was chosen. Choose with ``set_neighbor_backend`` or the
+``ASE_MPNN_NEIGHBORS`` environment variable
 (``matscipy`` or ``vesin``); tests check that both give the same pairs, sorted by centre.
 
 Both search cell lists. They bin atoms inside the cell they are given, so

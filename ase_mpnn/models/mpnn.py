@@ -1,7 +1,8 @@
 """The generic invariant message-passing network: one point per choice on five axes.
 
-The seed chapter's claim is that SchNet, CGCNN, MEGNet and their relatives differ only in
-their message function, aggregation, update, edge updates and readout. ``MPNN`` makes each
+SchNet, CGCNN, MEGNet and their relatives are instances of the neural message-passing
+framework (Gilmer et al., ICML 2017): they differ only in their message function,
+aggregation, update, edge updates and readout. ``MPNN`` makes each
 axis a constructor argument:
 
 =============  ================================================================================
@@ -117,7 +118,8 @@ class ResidualUpdate(nn.Module):
 
 
 class GCNUpdate(nn.Module):
-    """h' = act(W h + V m): the chapter's U(h_v, m_v) = sigma(W' h_v + m_v)."""
+    """h' = act(W h + V m): the graph-convolution update U(h_v, m_v) = sigma(W' h_v + m_v)
+    (Kipf & Welling, ICLR 2017)."""
 
     def __init__(self, n_features: int, width: int, activation: str):
         super().__init__()

@@ -3,7 +3,8 @@
 Message passing materialises several (n_edges, width) tensors per layer. For a few
 thousand atoms they no longer fit in the CPU caches, and above the allocator's mmap
 threshold (32 MB in glibc) every one of them is fresh memory the kernel must fault in and
-zero on each call: time per atom grew 2x from 1372 to 10976 Cu atoms. Processing the
+zero on each call, so the time per atom grows with the cell (``benchmarks/run.py``
+measures the per-atom growth from 1372 to 10976 Cu atoms). Processing the
 edges in chunks of ``EDGE_CHUNK`` keeps the intermediates small (reused from the heap,
 mostly cache-resident), at a few more Python-level operations per layer.
 

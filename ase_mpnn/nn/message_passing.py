@@ -1,13 +1,13 @@
-"""The message-passing step (Gilmer et al. 2017; seed chapter eqs. 10.1-10.2) and its
+"""The message-passing step (Gilmer et al., ICML 2017, eqs. 1-2) and its
 permutation-invariant aggregations.
 
 One step updates every node v from its neighbours u:
 
-    m_v  = AGG_{u in N(v)} M(h_v, h_u, e_uv)        (10.1, with AGG = sum in the chapter)
-    h_v' = U(h_v, m_v)                               (10.2)
+    m_v  = AGG_{u in N(v)} M(h_v, h_u, e_uv)        (eq. 1, with AGG = sum in Gilmer et al.)
+    h_v' = U(h_v, m_v)                               (eq. 2)
 
-The chapter's first worked example, a path graph 1-2-3 with M = h_u + e_uv and
-U = h_v + 0.5 m_v (edges stored in both directions, row 0 = receiving node v):
+A worked example, a path graph 1-2-3 with M = h_u + e_uv and U = h_v + 0.5 m_v (edges
+stored in both directions, row 0 = receiving node v):
 
 >>> import torch
 >>> h = torch.tensor([[0.5], [1.0], [-0.2]])
@@ -48,7 +48,7 @@ def message_passing_step(
     edge_attr: torch.Tensor | None = None,
     edge_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One message-passing step, h -> h' (eqs. 10.1 and 10.2).
+    """One message-passing step, h -> h' (Gilmer et al. 2017, eqs. 1 and 2).
 
     Args:
         h: (n_nodes, d) node states h_v.
@@ -85,7 +85,7 @@ class Aggregation(nn.Module):
 
 
 class SumAggregation(Aggregation):
-    """sum_u w_uv m_uv: SchNet, CGCNN, the chapter's eq. 10.1."""
+    """sum_u w_uv m_uv: SchNet, CGCNN, Gilmer et al.'s eq. 1."""
 
     def forward(self, messages, weight, index, n_nodes):
         return scatter_sum(messages * _weights(weight, messages), index, n_nodes)
@@ -150,7 +150,8 @@ class PNAAggregation(Aggregation):
     """Principal neighbourhood aggregation (Corso et al. 2020), in smooth form.
 
     Aggregators mean, soft max, soft min and a smoothed standard deviation (all
-    envelope-weighted as above), each with the identity and the amplification scaler log(1 + d) / delta, where
+    envelope-weighted as above), each with the identity and the amplification scaler
+    log(1 + d) / delta, where
     d = sum_u w_uv is a smooth neighbour count and delta its typical value. PNA's
     attenuation scaler delta / log(1 + d) diverges as d -> 0 and is left out.
     """

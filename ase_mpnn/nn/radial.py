@@ -75,7 +75,8 @@ class PolynomialCutoff(nn.Module):
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         p, x = self.p, r / self.cutoff
         xp = x**p
-        u = 1.0 - 0.5 * (p + 1) * (p + 2) * xp + p * (p + 2) * xp * x - 0.5 * p * (p + 1) * xp * x * x
+        u = (1.0 - 0.5 * (p + 1) * (p + 2) * xp + p * (p + 2) * xp * x
+             - 0.5 * p * (p + 1) * xp * x * x)
         return u * (x < 1.0)
 
 
