@@ -8,6 +8,7 @@ batches is read from its level in ``ase_mpnn.keys``.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Sequence
 
 import numpy as np
@@ -96,14 +97,14 @@ def unbatch(out: Graph, n_atoms: Sequence[int]) -> list[dict[str, np.ndarray]]:
         One dict per structure: node fields (n_atoms_k, ...), graph fields (...) (the
         structure's own row).
     """
-    bounds = np.concatenate([[0], np.cumsum(n_atoms)]).astype(int)
+    bounds = [0, *itertools.accumulate(int(n) for n in n_atoms)]
     split: list[dict[str, np.ndarray]] = [{} for _ in n_atoms]
     for key, tensor in out.items():
         level = keys.level(key)
         if level not in ("node", "graph"):
             continue
-        array = tensor.detach().to("cpu")
-        array = (array.to(torch.float64) if array.is_floating_point() else array).numpy()
+        dtype = torch.float64 if tensor.is_floating_point() else tensor.dtype
+        array = tensor.detach().to("cpu", dtype).numpy()
         for k, part in enumerate(split):
             part[key] = (array[bounds[k]:bounds[k + 1]] if level == "node" else array[k]).copy()
     return split
