@@ -184,10 +184,13 @@ def _normalized(name: str, value: Any) -> Any:
         return dtype_name(value)
     if name == "compile":
         return bool(value)
-    value = float(value)
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0 Angstrom, got {value!r}")
-    return value
+    try:
+        distance = float(value)
+    except (TypeError, ValueError):
+        distance = float("nan")
+    if not distance >= 0:
+        raise ValueError(f"{name} must be a distance >= 0 Angstrom, got {value!r}")
+    return distance
 
 
 def _unknown_options(names: Sequence[str]) -> str:

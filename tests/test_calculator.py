@@ -162,8 +162,12 @@ def test_unknown_keyword_is_a_type_error_naming_the_valid_options(potential):
     calc = MPNNCalculator(potential, dtype="float64")
     with pytest.raises(TypeError, match="'skn'"):
         calc.set(skn=0.3)
-    with pytest.raises(ValueError, match="skin must be >= 0"):
+    with pytest.raises(ValueError, match="skin must be a distance >= 0 Angstrom, got -1.0"):
         calc.set(skin=-1.0)
+    with pytest.raises(ValueError, match="min_distance must be a distance >= 0 Angstrom, got None"):
+        MPNNCalculator(potential, min_distance=None)
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu' or 'cuda"):
+        MPNNCalculator(potential, device="gpu")
 
 
 def test_set_changes_settings_the_ase_way(potential, cu_cell):
