@@ -98,6 +98,28 @@ def isolated_atoms_graph(n_species: int, like: torch.Tensor) -> Graph:
     }
 
 
+def safe_volume(cell: torch.Tensor, periodic: torch.Tensor) -> torch.Tensor:
+    """|det(cell)| (n_graphs,) in A^3 for 3-D periodic graphs, 1 for the others.
+
+    A graph that is not periodic in all three directions has no volume. It gets a finite
+    stand-in (never NaN or inf, never 0 to divide by): the gradient of a masked entry is
+    zero, and zero times NaN is NaN, so a NaN here would poison every gradient of a batch
+    that mixes slabs or molecules with bulk cells.
+    """
+    volume = torch.linalg.det(cell).abs()
+    return torch.where(periodic, volume, torch.ones_like(volume))
+
+
+def _mark_undefined(values: torch.Tensor, defined: torch.Tensor) -> torch.Tensor:
+    """``values`` (n, ...) with NaN in the rows where ``defined`` (n,) is False.
+
+    ``values`` is finite everywhere, so the backward of ``torch.where`` (zero to the
+    unselected branch) stays finite; the NaN is a constant and only marks "no stress".
+    """
+    mask = defined.reshape(-1, *([1] * (values.dim() - 1)))
+    return torch.where(mask, values, torch.full_like(values, torch.nan))
+
+
 def _upgrade_state_dict(state_dict, prefix, *args) -> None:
     """Load-state-dict pre-hook: files written before the rename call E0 "atomic_energies"."""
     old, new = f"{prefix}atomic_energies", f"{prefix}reference_energies"
@@ -218,7 +240,9 @@ class Potential(nn.Module):
             graph: from ase_mpnn.graph.build_graph.
             forces: compute FORCES (n_atoms, 3), eV/A.
             stress: compute STRESS (n_graphs, 3, 3), eV/A^3; NaN for structures that are
-                not periodic in all three directions (no volume).
+                not periodic in all three directions (no volume). The NaN is a marker set
+                after the division by a finite stand-in volume (``safe_volume``), so a loss
+                that indexes those entries out has finite gradients.
             atomic_stresses: compute ATOMIC_STRESSES (n_atoms, 3, 3), eV/A^3.
             create_graph: keep the autograd graph of the derivatives (for training on forces).
 
@@ -249,12 +273,14 @@ class Potential(nn.Module):
         if forces:
             out[keys.FORCES] = -grads["forces"]
         if wants_strain:
-            volume = torch.linalg.det(graph[keys.CELL]).abs()
-            volume = torch.where(graph[keys.PBC].all(dim=1), volume, torch.nan)
+            periodic = graph[keys.PBC].all(dim=1)
+            volume = safe_volume(graph[keys.CELL], periodic)
             if stress:
-                out[keys.STRESS] = grads["stress"] / volume[:, None, None]
+                out[keys.STRESS] = _mark_undefined(grads["stress"] / volume[:, None, None],
+                                                   periodic)
             if atomic_stresses:
-                out[keys.ATOMIC_STRESSES] = self._atomic_stresses(graph, grads["edges"], volume)
+                per_atom = self._atomic_stresses(graph, grads["edges"], volume)
+                out[keys.ATOMIC_STRESSES] = _mark_undefined(per_atom, periodic[batch])
         return out
 
     @staticmethod
