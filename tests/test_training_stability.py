@@ -129,3 +129,124 @@ def test_stress_outputs_of_non_periodic_graphs_are_marked_but_differentiable():
     (out["stress"][periodic] ** 2).sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in potential.parameters()
                if p.grad is not None)
+
+
+# --- the divergence guard ---------------------------------------------------------------
+
+TINY = dict(n_features=8, n_interactions=1)
+
+
+@pytest.fixture(scope="module")
+def cuni_file(tmp_path_factory):
+    from ase_mpnn.training.emt_data import emt_dataset
+
+    return emt_dataset(["Cu", "Ni"], 16, tmp_path_factory.mktemp("data") / "cuni.extxyz",
+                       seed=2, progress=False)
+
+
+def _config(data, out, **options) -> TrainConfig:
+    values = dict(data=str(data), valid_fraction=0.25, test_fraction=0.0, hyperparameters=TINY,
+                  cutoff=4.0, batch_size=4, epochs=3, lr=1e-3, progress=False,
+                  output=str(out))
+    return TrainConfig(**{**values, **options})
+
+
+def _poison_after(monkeypatch, first_bad_epoch: int, frames: set[int] | None = None):
+    """Make the loss NaN from epoch ``first_bad_epoch`` (0-based), for every batch or only
+    for batches holding one of ``frames`` (indices of the shuffled training cache)."""
+    import ase_mpnn.training.trainer as trainer_module
+
+    real_loss = trainer_module.batch_loss
+    real_epoch = trainer_module.Trainer.train_epoch
+    state = {"epoch": 0, "indices": None}
+
+    def counting_epoch(self):
+        state["epoch"] = self.state.epoch
+        return real_epoch(self)
+
+    def real_batch(self, indices):
+        state["indices"] = indices
+        return real_step(self, indices)
+
+    real_step = trainer_module.Trainer._step
+
+    def poisoned(potential, graph, targets, config):
+        loss = real_loss(potential, graph, targets, config)
+        hit = frames is None or bool(set(state["indices"]) & frames)
+        return loss * torch.nan if state["epoch"] >= first_bad_epoch and hit else loss
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", counting_epoch)
+    monkeypatch.setattr(trainer_module.Trainer, "_step", real_batch)
+    monkeypatch.setattr(trainer_module, "batch_loss", poisoned)
+
+
+def test_divergence_stops_with_the_epoch_batch_and_frames_and_keeps_the_last_good_model(
+        cuni_file, tmp_path, monkeypatch):
+    from ase_mpnn.loading import load_model
+    from ase_mpnn.training import train
+    from ase_mpnn.training.trainer import TrainingDiverged
+
+    _poison_after(monkeypatch, first_bad_epoch=1)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, batch \d.*cuni\.extxyz:\d+") as info:
+        train(_config(cuni_file, out, max_skipped_steps=2))
+    assert "best.mpnn" in str(info.value)
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1 and saved["skipped_steps"] == 0  # the last good epoch
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    best = load_model(out / "best.mpnn")
+    assert all(torch.isfinite(p).all() for p in best.parameters())
+
+
+def test_divergence_in_the_first_epoch_says_no_model_was_written(cuni_file, tmp_path,
+                                                                   monkeypatch, capsys):
+    """The CLI ends with the divergence, never with a message about a missing model file."""
+    from ase_mpnn.cli import main
+
+    _poison_after(monkeypatch, first_bad_epoch=0)
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(cuni_file), "--output", str(out), "--epochs", "2",
+                 "--set", "progress=false", "--set", "hyperparameters={\"n_features\": 8}",
+                 "--set", "test_fraction=0", "--set", "max_skipped_steps=2",
+                 "--set", "batch_size=2"])
+    assert code == 2
+    message = capsys.readouterr().err
+    assert "training diverged" in message and "epoch 1, batch 2" in message
+    assert "no epoch finished, so no model was written" in message
+    assert "no model file" not in message
+    assert not (out / "best.mpnn").exists()
+
+
+def test_a_bad_batch_now_and_then_is_skipped_and_counted(cuni_file, tmp_path, monkeypatch):
+    """One poisoned frame: its batch is skipped every epoch, training goes on and finishes."""
+    from ase_mpnn.training import train
+
+    _poison_after(monkeypatch, first_bad_epoch=0, frames={0})
+    out = tmp_path / "run"
+    summary = train(_config(cuni_file, out, epochs=3))
+    assert summary["epochs"] == 3
+    header, *rows = (out / "metrics.csv").read_text().splitlines()
+    column = header.split(",").index("skipped_steps")
+    assert [int(row.split(",")[column]) for row in rows] == [1, 1, 1]
+    assert (out / "best.mpnn").exists()
+
+
+def test_best_model_exists_after_the_first_validation_even_if_it_is_not_finite(
+        cuni_file, tmp_path, monkeypatch):
+    """A validation loss of NaN (here forced) still leaves best.mpnn after epoch 1."""
+    import ase_mpnn.training.trainer as trainer_module
+    from ase_mpnn.training import train
+
+    monkeypatch.setattr(trainer_module, "dataset_loss", lambda metrics, config: float("nan"))
+    out = tmp_path / "run"
+    summary = train(_config(cuni_file, out, epochs=1))
+    assert summary["epochs"] == 1
+    assert (out / "best.mpnn").exists()
+
+
+def test_zero_epochs_is_a_clear_error_not_a_missing_file(cuni_file, tmp_path):
+    from ase_mpnn.training import train
+    from ase_mpnn.training.trainer import TrainingError
+
+    with pytest.raises(TrainingError, match="no training epoch finished"):
+        train(_config(cuni_file, tmp_path / "run", epochs=0))

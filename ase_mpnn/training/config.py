@@ -41,6 +41,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     optimizer: str = "adamw"
     clip_grad: float = 10.0
+    max_skipped_steps: int = 5  # non-finite steps in a row before TrainingDiverged
     scheduler_patience: int = 5
     scheduler_factor: float = 0.5
     ema_decay: float = 0.99

@@ -42,7 +42,7 @@ from .samples import (
     species_of,
     split_samples,
 )
-from .trainer import RunState, Trainer
+from .trainer import RunState, Trainer, TrainingError
 
 VALID_LOSS = ("energy_weight * valid_energy_rmse^2 + forces_weight * valid_forces_rmse^2 + "
               "stress_weight * valid_stress_rmse^2 of the EMA weights on the validation set "
@@ -96,6 +96,9 @@ def _finish(config: TrainConfig, out: Path, caches: dict[str, GraphCache], state
             ) -> dict[str, Any]:
     """Test-set metrics of the best model, plots, and the summary."""
     dtype = getattr(torch, config.dtype)
+    if not (out / "best.mpnn").exists():  # e.g. epochs=0: say so, not "no model file"
+        raise TrainingError(f"no training epoch finished in {out} (epochs={config.epochs}, "
+                            f"{state.epoch} done), so there is no best.mpnn to test")
     best = load_model(out / "best.mpnn", device=config.device, dtype=dtype)
     summary = {"epochs": state.epoch, "best_valid_loss": state.best,
                "valid_loss_definition": VALID_LOSS,

@@ -5,6 +5,13 @@ the ReduceLROnPlateau scheduler, the exponential moving average (EMA) of the wei
 generator that shuffles the training set, and the ``RunState`` (epoch, best validation
 loss, epochs without improvement, metrics history, seconds trained). ``snapshot()`` is
 ``checkpoint.pt``; ``restore()`` reads it back, so a resumed run continues exactly.
+
+Divergence guard: a batch whose loss or gradient is not finite never reaches the
+optimiser. The step is skipped and counted (``skipped_steps`` in metrics.csv); after
+``config.max_skipped_steps`` skipped steps in a row the run stops with ``TrainingDiverged``,
+which names the epoch, the batch and its frames (``file:index``). The weights, the EMA and
+``checkpoint.pt`` are those of the last good step and epoch, and ``best.mpnn`` exists as soon
+as one validation has finished.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..errors import ASEMPNNError
 from ..modelfile import atomic_write_bytes, save_model
 from ..potential import Potential
 from .config import TrainConfig
@@ -29,6 +37,14 @@ from .metrics import error_metrics
 from .samples import GraphCache
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+class TrainingError(ASEMPNNError, RuntimeError):
+    """A training run could not produce a model."""
+
+
+class TrainingDiverged(TrainingError):
+    """Too many training steps in a row had a non-finite loss or gradient."""
 
 
 class EMA:
@@ -55,6 +71,7 @@ class RunState:
     bad_epochs: int = 0  # epochs since it last went down
     history: list[dict] = dataclasses.field(default_factory=list)  # metrics.csv rows
     seconds: float = 0.0  # wall time trained, over all resumptions
+    skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient, in all
 
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any]) -> "RunState":
@@ -83,6 +100,7 @@ class Trainer:
         self.ema = EMA(potential, config.ema_decay)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.state = RunState()
+        self.skipped_in_a_row = 0  # steps skipped since the last good one (across epochs)
 
     @property
     def checkpoint(self) -> Path:
@@ -112,22 +130,57 @@ class Trainer:
         torch.save(self.snapshot(), buffer)
         atomic_write_bytes(self.checkpoint, buffer.getvalue())
 
-    def train_epoch(self) -> float:
-        """One pass over the shuffled training set; returns the mean batch loss."""
+    def train_epoch(self) -> tuple[float, int]:
+        """One pass over the shuffled training set.
+
+        Returns the mean loss of the steps taken and the number of steps skipped because
+        their loss or gradient was not finite; raises TrainingDiverged after
+        ``config.max_skipped_steps`` skipped in a row (counted across epochs).
+        """
         config, cache = self.config, self.caches["train"]
         self.potential.train()
         order = torch.randperm(len(cache), generator=self.shuffle).tolist()
-        losses = []
-        for k in range(0, len(order), config.batch_size):
-            graph, targets = cache.batch(order[k:k + config.batch_size], self.dtype, config.device)
-            loss = batch_loss(self.potential, graph, targets, config)
+        losses, skipped = [], 0
+        for number, k in enumerate(range(0, len(order), config.batch_size), start=1):
+            indices = order[k:k + config.batch_size]
+            loss = self._step(indices)
+            if loss is not None:
+                losses.append(loss)
+                self.skipped_in_a_row = 0
+                continue
+            skipped, self.skipped_in_a_row = skipped + 1, self.skipped_in_a_row + 1
+            self.state.skipped_steps += 1
+            if self.skipped_in_a_row >= config.max_skipped_steps:
+                raise TrainingDiverged(self._divergence_message(number, indices))
+        return (float(np.mean(losses)) if losses else math.nan), skipped
+
+    def _step(self, indices: list[int]) -> float | None:
+        """One optimiser step on the batch ``indices``; its loss, or None when the loss or
+        the gradient is not finite (then nothing is changed: no step, no EMA update)."""
+        config = self.config
+        graph, targets = self.caches["train"].batch(indices, self.dtype, config.device)
+        loss = batch_loss(self.potential, graph, targets, config)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return None
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.potential.parameters(), config.clip_grad)
+        if not torch.isfinite(norm):  # NaN/inf in any gradient makes the norm non-finite
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.potential.parameters(), config.clip_grad)
-            self.optimizer.step()
-            self.ema.update(self.potential)
-            losses.append(loss.item())
-        return float(np.mean(losses))
+            return None
+        self.optimizer.step()
+        self.ema.update(self.potential)
+        return loss.item()
+
+    def _divergence_message(self, number: int, indices: list[int]) -> str:
+        frames = ", ".join(self.caches["train"].samples[i].source for i in indices)
+        kept = (f"checkpoint.pt holds epoch {self.state.epoch} and best.mpnn the best model "
+                f"so far" if self.state.epoch else "no epoch finished, so no model was written")
+        lr = self.optimizer.param_groups[0]["lr"]
+        return (f"training diverged: {self.skipped_in_a_row} steps in a row had a non-finite "
+                f"loss or gradient (epoch {self.state.epoch + 1}, batch {number}; frames of "
+                f"the last batch: {frames}). Check those frames' labels (ase-mpnn check-data), "
+                f"or lower lr (now {lr:.3g}); {kept} in {self.out}/.")
 
     def validate(self) -> tuple[dict[str, Any], float]:
         """Error metrics of the EMA weights on the validation set, and its loss (the training
@@ -151,7 +204,7 @@ class Trainer:
                 self.save_checkpoint()
                 _write_metrics_csv(self.out / "metrics.csv", self.state.history)
                 bar.set_postfix(loss=f"{row['train_loss']:.3g}",
-                                E=f"{1e3 * row['valid_energy_mae']:.1f}meV/at",
+                                E=f"{1e3 * row.get('valid_energy_mae', math.nan):.1f}meV/at",
                                 F=f"{1e3 * row.get('valid_forces_mae', 0):.0f}meV/A")
                 if self._should_stop(time.perf_counter() - start):
                     break
@@ -162,22 +215,25 @@ class Trainer:
 
     def _epoch(self) -> dict[str, Any]:
         """Train, validate, step the scheduler; returns (and records) the metrics.csv row."""
-        train_loss = self.train_epoch()
+        train_loss, skipped = self.train_epoch()
         metrics, valid_loss = self.validate()
-        self.scheduler.step(valid_loss)
+        if math.isfinite(valid_loss):  # a NaN would make the scheduler's comparisons moot
+            self.scheduler.step(valid_loss)
         self.state.epoch += 1
         row = {"epoch": self.state.epoch, "train_loss": train_loss, "valid_loss": valid_loss,
-               "lr": self.optimizer.param_groups[0]["lr"],
+               "lr": self.optimizer.param_groups[0]["lr"], "skipped_steps": skipped,
                **{f"valid_{k}": v for k, v in metrics.items() if isinstance(v, float)}}
         self.state.history.append(row)
         return row
 
     def _keep_if_best(self, row: dict[str, Any]) -> None:
-        """Save the EMA weights as best.mpnn when the validation loss went down."""
-        if row["valid_loss"] < self.state.best:
-            self.state.best, self.state.bad_epochs = row["valid_loss"], 0
-            save_model(self.ema.shadow, self.out / "best.mpnn",
-                       training=_provenance(self.config, row))
+        """Save the EMA weights as best.mpnn when the validation loss went down, and always
+        after the first validation, so that a finished epoch always leaves a model file."""
+        best_file = self.out / "best.mpnn"
+        if row["valid_loss"] < self.state.best or not best_file.exists():
+            if row["valid_loss"] < self.state.best:
+                self.state.best, self.state.bad_epochs = row["valid_loss"], 0
+            save_model(self.ema.shadow, best_file, training=_provenance(self.config, row))
         else:
             self.state.bad_epochs += 1
 
