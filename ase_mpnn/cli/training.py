@@ -1,4 +1,5 @@
-"""``ase-mpnn train|eval|make-data``: reference data, training and error metrics."""
+"""``ase-mpnn train|eval|make-data|check-data``: reference data, data checks, training and
+error metrics."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ def _train(args: argparse.Namespace) -> int:
     for item in args.set or []:
         key, _, value = item.partition("=")
         values[key.strip()] = _parse_value(value)
-    for key in ("data", "epochs", "output", "dtype", "architecture"):
+    for key in ("data", "epochs", "output", "dtype", "architecture", "init"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
+    if isinstance(values.get("data"), list) and len(values["data"]) == 1:
+        values["data"] = values["data"][0]  # --data takes one file or several
     if args.resume:
         values["resume"] = True
     summary = train(TrainConfig.from_dict(values))
@@ -61,7 +64,8 @@ def _eval(args: argparse.Namespace) -> int:
         atoms.arrays["MPNN_forces"] = prediction["forces"]
         if "stress" in prediction:
             atoms.info["MPNN_stress"] = prediction["stress"].ravel()
-        atoms.info["REF_energy"] = sample.energy
+        if sample.energy is not None:
+            atoms.info["REF_energy"] = sample.energy
         if sample.forces is not None:
             atoms.arrays["REF_forces"] = sample.forces
         frames.append(atoms)
@@ -86,17 +90,46 @@ def _make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data(args: argparse.Namespace) -> int:
+    from ..training.datacheck import check_data, format_report
+
+    keys = {"energy": args.energy_key, "forces": args.forces_key, "stress": args.stress_key,
+            "virials": args.virials_key, "config_type": args.config_type_key}
+    report = check_data(args.files, keys, max_force=args.max_force)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def _add_check_data(commands) -> None:
+    check = commands.add_parser(
+        "check-data", help="summarise training data and list label errors, outliers and "
+                           "duplicates (exit status 1 on errors)")
+    check.add_argument("files", nargs="+", help="extxyz, ase.db, ... (any ase.io format)")
+    check.add_argument("--energy-key", default="REF_energy", help="info key, eV")
+    check.add_argument("--forces-key", default="REF_forces", help="arrays key, eV/A")
+    check.add_argument("--stress-key", default="REF_stress", help="info key, eV/A^3")
+    check.add_argument("--virials-key", default="REF_virials", help="info key, eV")
+    check.add_argument("--config-type-key", default="config_type", help="info key")
+    check.add_argument("--max-force", type=float, default=20.0,
+                       help="|F| (eV/A) above which a frame is a suspected outlier")
+    check.set_defaults(func=_check_data)
+
+
 def add_commands(commands) -> None:
-    """Add train, eval and make-data to the ``ase-mpnn`` sub-command parser."""
+    """Add train, eval, make-data and check-data to the ``ase-mpnn`` sub-command parser."""
     train = commands.add_parser("train", help="train a potential (YAML config, flags override)")
     train.add_argument("config", nargs="?", help="YAML file of TrainConfig options")
-    train.add_argument("--data",
-                       help="extxyz/ase.db file with REF_energy, REF_forces[, REF_stress]")
+    train.add_argument("--data", nargs="+",
+                       help="extxyz/ase.db file(s) with REF_energy, REF_forces[, REF_stress]")
     train.add_argument("--architecture", help="SchNet, CGCNN, MPNN, ...")
     train.add_argument("--epochs", type=int)
     train.add_argument("--dtype", choices=["float32", "float64"])
     train.add_argument("--output", help="output folder (checkpoint, best.mpnn, metrics, plots)")
     train.add_argument("--resume", action="store_true", help="continue from output/checkpoint.pt")
+    train.add_argument("--init", metavar="MODEL",
+                       help="fine-tune: start from this model file or built-in name (its "
+                            "architecture and cutoff; new elements of the data are added, "
+                            "their E0 fitted; default lr 2e-4)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override any option, e.g. --set lr=5e-4 --set "
                             "'hyperparameters={\"n_features\": 32}'")
@@ -121,3 +154,4 @@ def add_commands(commands) -> None:
     make_data.add_argument("--seed", type=int, default=0)
     make_data.add_argument("-o", "--output", required=True, help="extxyz file to write")
     make_data.set_defaults(func=_make_data)
+    _add_check_data(commands)

@@ -7,6 +7,9 @@ from typing import Any
 
 from ..loading import DEFAULT_DTYPE
 
+DEFAULT_LR = 1e-3  # learning rate of a fresh training
+FINE_TUNE_LR = 2e-4  # a fine-tuning run starts near a minimum: smaller steps keep it there
+
 #: option names of earlier releases -> their current names (accepted by ``from_dict``)
 ALIASES = {"atomic_energies": "reference_energies"}
 
@@ -19,17 +22,33 @@ class TrainConfig:
     squared errors of energy per atom (eV/atom)^2, forces (eV/A)^2 and stress (eV/A^3)^2.
     """
 
-    data: str = ""  # file with all frames (split below) or the training frames
-    valid_data: str | None = None  # optional separate validation file
-    test_data: str | None = None  # optional separate test file
+    # file(s) with all frames (split below) or the training frames: one path or a list, any
+    # format ase.io reads (extxyz, ase.db, .traj, ...)
+    data: str | list[str] = ""
+    valid_data: str | list[str] | None = None  # optional separate validation file(s)
+    test_data: str | list[str] | None = None  # optional separate test file(s)
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
-    keys: dict[str, str] = dataclasses.field(default_factory=dict)  # label keys
+    # label keys as mace-torch names them (ase_mpnn.training.samples): energy eV (info),
+    # forces eV/A (arrays), stress eV/A^3 (info; 6 Voigt, 9 or 3x3; tensile positive),
+    # virials eV (info; stress = -virials / volume), config_type (info)
+    energy_key: str = "REF_energy"
+    forces_key: str = "REF_forces"
+    stress_key: str = "REF_stress"
+    virials_key: str = "REF_virials"
+    config_type_key: str = "config_type"
+    # older form {"energy"|"forces"|"stress"|"virials"|"config_type": key}; may not
+    # contradict a *_key option given a non-default value (ValueError)
+    keys: dict[str, str] = dataclasses.field(default_factory=dict)
+    # loss weight of each frame by its config_type (types not listed: 1); also applied to
+    # the validation loss, as in mace-torch
+    config_type_weights: dict[str, float] = dataclasses.field(default_factory=dict)
     architecture: str = "SchNet"
     species: list[str] | None = None  # default: the elements in the data
     cutoff: float = 5.0
     hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # isolated-atom energies E0 {symbol: eV}; default: least-squares fit to the training set.
+    # isolated-atom energies E0 {symbol: eV}; these win over the data's IsolatedAtom frames,
+    # which win over a least-squares fit of the other elements to the training set.
     # from_dict also reads the option's old name, ``atomic_energies`` (see ALIASES).
     reference_energies: dict[str, float] | None = None
     energy_weight: float = 1.0
@@ -37,7 +56,7 @@ class TrainConfig:
     stress_weight: float = 0.0
     epochs: int = 100
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float | None = None  # default: DEFAULT_LR, or FINE_TUNE_LR with init
     weight_decay: float = 0.0
     optimizer: str = "adamw"
     clip_grad: float = 10.0
@@ -51,9 +70,55 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None  # torch CPU threads (default: torch's choice)
+    # fine-tuning: start from this model file or built-in name (its architecture,
+    # hyper-parameters and cutoff; elements of the data it lacks are added)
+    init: str | None = None
+    finetune_e0: str = "new"  # E0 refitted for "new" elements only or for "all" in the data
     output: str = "training"
     resume: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.label_keys()  # raises ValueError for contradicting keys
+        for config_type, weight in self.config_type_weights.items():
+            if not (isinstance(weight, (int, float)) and 0 <= weight < float("inf")):
+                raise ValueError(f"config_type_weights[{config_type!r}] = {weight!r}: "
+                                 "need a finite number >= 0")
+
+    def label_keys(self) -> dict[str, str]:
+        """{"energy"|"forces"|"stress"|"virials"|"config_type": key in the files} from the
+        ``*_key`` options and the ``keys`` dict; a key both give differently (the option not
+        at its default) raises ValueError."""
+        options = {"energy": "energy_key", "forces": "forces_key", "stress": "stress_key",
+                   "virials": "virials_key", "config_type": "config_type_key"}
+        unknown = sorted(set(self.keys) - set(options))
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown} in keys; valid: {sorted(options)}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        resolved = {}
+        for label, option in options.items():
+            value = getattr(self, option)
+            if label in self.keys and value != defaults[option] and self.keys[label] != value:
+                raise ValueError(f"keys['{label}'] = {self.keys[label]!r} contradicts "
+                                 f"{option} = {value!r}: give one")
+            resolved[label] = self.keys.get(label, value)
+        return resolved
+
+    def data_paths(self) -> list[str]:
+        """Every data file of the run: data, valid_data, test_data (each one or a list)."""
+        paths: list[str] = []
+        for value in (self.data, self.valid_data, self.test_data):
+            if value:
+                paths += [str(p) for p in value] if isinstance(value, (list, tuple)) else [
+                    str(value)]
+        return paths
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, else the default of a fresh run or, with ``init``, of a fine-tuning run."""
+        if self.lr is not None:
+            return float(self.lr)
+        return FINE_TUNE_LR if self.init else DEFAULT_LR
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":

@@ -32,14 +32,19 @@ from ..loading import load_model
 from ..models import build_model
 from ..potential import Potential
 from .config import TrainConfig
+from .datacheck import check_data, format_report
+from .finetune import initial_potential
 from .metrics import error_metrics, format_metrics, parity_plots
 from .samples import (
     GraphCache,
     Sample,
+    apply_config_type_weights,
+    as_paths,
     energy_statistics,
     fit_reference_energies,
     read_samples,
     species_of,
+    split_isolated_atoms,
     split_samples,
 )
 from .trainer import RunState, Trainer, TrainingError
@@ -49,28 +54,60 @@ VALID_LOSS = ("energy_weight * valid_energy_rmse^2 + forces_weight * valid_force
               "(the training loss over the whole set)")
 
 
-def build_potential(config: TrainConfig, train_samples: Sequence[Sample]) -> Potential:
-    """A fresh potential whose E0, shift and scale come from the training data."""
+def build_potential(config: TrainConfig, train_samples: Sequence[Sample],
+                    isolated_atoms: dict[str, float] | None = None) -> Potential:
+    """A fresh potential whose E0, shift and scale come from the training data.
+
+    E0 (eV) per element: ``config.reference_energies`` first, then ``isolated_atoms`` (from
+    the data's IsolatedAtom frames), the other elements fitted by least squares to the
+    training frames with an energy, the given ones held fixed.
+    """
     species = config.species or species_of(train_samples)
     model = build_model(config.architecture, species, config.cutoff, **config.hyperparameters)
-    e0 = config.reference_energies or fit_reference_energies(train_samples, species)
+    given = {x: e for x, e in (isolated_atoms or {}).items() if x in species}
+    given.update(config.reference_energies or {})
+    e0 = {**fit_reference_energies(train_samples, species, fixed=given),
+          **(config.reference_energies or {})}
     shift, scale = energy_statistics(train_samples, e0)
     return Potential(model, scale=scale, shift=shift, reference_energies=e0)
 
 
-def _load_splits(config: TrainConfig) -> dict[str, list[Sample]]:
-    """Training, validation and test frames: "train", "valid", "test" (possibly empty)."""
-    samples = read_samples(config.data, config.keys)
+def _load_splits(config: TrainConfig, read: dict[str, list[Sample]] | None = None
+                 ) -> tuple[dict[str, list[Sample]], dict[str, float]]:
+    """Training, validation and test frames ("train", "valid", "test", possibly empty), and
+    the E0s {element: eV} of the IsolatedAtom frames of all files, which are in no split.
+
+    ``read``: samples already read per path (``DataReport.samples``); other files are read.
+    Each frame gets its loss weight from ``config.config_type_weights``.
+    """
+    keys = config.label_keys()
+
+    def load(paths) -> list[Sample]:
+        paths = [str(p) for p in as_paths(paths)]
+        if read is not None and all(p in read for p in paths):
+            return [s for p in paths for s in read[p]]
+        return read_samples(paths, keys, require_forces=False)
+
+    isolated: list[Sample] = []
+
+    def without_isolated(samples: list[Sample]) -> list[Sample]:
+        isolated.extend(s for s in samples if s.is_isolated_atom)
+        return [s for s in samples if not s.is_isolated_atom]
+
+    samples = without_isolated(load(config.data))
     fractions = [1.0 - config.valid_fraction - config.test_fraction, config.valid_fraction,
                  config.test_fraction]
     train, valid, test = split_samples(samples, fractions, config.seed)
     if config.valid_data:
-        train, valid = train + valid, read_samples(config.valid_data, config.keys)
+        train, valid = train + valid, without_isolated(load(config.valid_data))
     if config.test_data:
-        train, test = train + test, read_samples(config.test_data, config.keys)
+        train, test = train + test, without_isolated(load(config.test_data))
     if not train or not valid:
         raise ValueError(f"need training and validation frames; got {len(train)} and {len(valid)}")
-    return {"train": train, "valid": valid, "test": test}
+    for part in (train, valid, test):
+        apply_config_type_weights(part, config.config_type_weights)
+    e0, _ = split_isolated_atoms(isolated)
+    return {"train": train, "valid": valid, "test": test}, e0
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -80,8 +117,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # the model's initial weights
-    splits = _load_splits(config)
-    potential = build_potential(config, splits["train"])
+    report = check_data(config.data_paths(), config.label_keys())  # first: the data table
+    print(format_report(report))
+    report.raise_errors()
+    splits, isolated_atoms = _load_splits(config, report.samples)
+    if config.init:  # fine-tuning: the model's weights, new elements added, E0 refitted
+        potential = initial_potential(config, splits["train"], isolated_atoms)
+    else:
+        potential = build_potential(config, splits["train"], isolated_atoms)
     potential = potential.to(device=config.device, dtype=getattr(torch, config.dtype))
     caches = {name: GraphCache(samples, potential.cutoff, potential.species)
               for name, samples in splits.items() if samples}

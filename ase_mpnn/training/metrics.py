@@ -1,4 +1,5 @@
-"""Errors of a potential on labelled structures: MAE/RMSE tables, predictions, parity plots."""
+"""Errors of a potential on labelled structures: MAE/RMSE tables (pooled, per element and per
+config type), predictions, parity plots."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from .. import keys
 from ..graph import unbatch
 from ..potential import Potential
-from .samples import GraphCache
+from .samples import GraphCache, Sample
 
 
 def predict(potential: Potential, cache: GraphCache, batch_size: int, dtype: torch.dtype,
@@ -42,38 +43,74 @@ def _mae_rmse(errors: list[np.ndarray]) -> tuple[float, float]:
     return float(np.abs(flat).mean()), float(np.sqrt((flat**2).mean()))
 
 
+def _errors(pairs: list[tuple[dict, Sample]]) -> dict[str, list[tuple[np.ndarray, Sample]]]:
+    """Per label, (error, sample) of the frames that have it: energy per atom (eV/atom),
+    forces (n, 3) eV/A, stress (3, 3) eV/A^3 (3-D periodic frames)."""
+    return {
+        "energy": [(np.array((p["energy"] - s.energy) / len(s.atoms)), s) for p, s in pairs
+                   if s.energy is not None],
+        "forces": [(p["forces"] - s.forces, s) for p, s in pairs if s.forces is not None],
+        "stress": [(p["stress"] - s.stress, s) for p, s in pairs
+                   if s.stress is not None and "stress" in p],
+    }
+
+
+def _pooled(errors: dict[str, list[tuple[np.ndarray, Sample]]], n_structures: int
+            ) -> dict[str, Any]:
+    """n_structures, energy_mae/_rmse (NaN without energies), forces_ and stress_mae/_rmse
+    (only when labelled)."""
+    metrics: dict[str, Any] = {"n_structures": n_structures}
+    metrics["energy_mae"], metrics["energy_rmse"] = _mae_rmse([e for e, _ in errors["energy"]])
+    for name in ("forces", "stress"):
+        if errors[name]:
+            metrics[f"{name}_mae"], metrics[f"{name}_rmse"] = _mae_rmse(
+                [e for e, _ in errors[name]])
+    return metrics
+
+
+def _weighted_mse(errors: list[tuple[np.ndarray, Sample]]) -> float:
+    """sum_frames w |e|^2 / sum_frames w n_components, w the frames' config-type weights
+    (``loss.weighted_mean_square`` pooled over the set); 0 without labels or weight."""
+    total = sum(s.weight * e.size for e, s in errors)
+    return float(sum(s.weight * np.sum(e**2) for e, s in errors) / total) if total > 0 else 0.0
+
+
 def error_metrics(potential: Potential, cache: GraphCache, batch_size: int = 8,
                   dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
                   keep_predictions: bool = False) -> dict[str, Any]:
     """MAE and RMSE of energy per atom (eV/atom), forces (eV/A, also per element) and stress
-    (eV/A^3, labelled 3-D periodic frames): "energy_mae", "energy_rmse", "forces_mae_Cu", ...
+    (eV/A^3, labelled 3-D periodic frames), each over the frames that have the label:
+    "energy_mae", "energy_rmse", "forces_mae_Cu", ... ("energy_mae" is NaN without energies;
+    forces_ and stress_ entries are absent without labels).
 
-    The squared RMSEs are the mean squared errors the training loss weighs (``loss.py``).
+    Also "by_config_type": {config_type: {"n_structures", "energy_mae", ...}} and
+    "weighted_mse": {"energy", "forces", "stress"}, the mean squared errors weighted by the
+    frames' config-type weights that the loss uses (``loss.py``); with all weights 1 they are
+    the squared RMSEs.
     """
     predictions = predict(potential, cache, batch_size, dtype, device)
-    samples = cache.samples
-    metrics: dict[str, Any] = {"n_structures": len(samples)}
-    energy = [np.array((p["energy"] - s.energy) / len(s.atoms))
-              for p, s in zip(predictions, samples)]
-    metrics["energy_mae"], metrics["energy_rmse"] = _mae_rmse(energy)
-    with_forces = [(p, s) for p, s in zip(predictions, samples) if s.forces is not None]
-    if with_forces:
-        metrics["forces_mae"], metrics["forces_rmse"] = _mae_rmse(
-            [p["forces"] - s.forces for p, s in with_forces])
-        for symbol in sorted({x for _, s in with_forces for x in s.atoms.get_chemical_symbols()}):
-            errors = [(p["forces"] - s.forces)[s.atoms.symbols == symbol] for p, s in with_forces]
-            metrics[f"forces_mae_{symbol}"], metrics[f"forces_rmse_{symbol}"] = _mae_rmse(errors)
-    stress = [p["stress"] - s.stress for p, s in zip(predictions, samples)
-              if s.stress is not None and "stress" in p]
-    if stress:
-        metrics["stress_mae"], metrics["stress_rmse"] = _mae_rmse(stress)
+    pairs = list(zip(predictions, cache.samples))
+    errors = _errors(pairs)
+    metrics = _pooled(errors, len(pairs))
+    if errors["forces"]:
+        for symbol in sorted({x for _, s in errors["forces"] for x in s.atoms.symbols}):
+            by_element = [e[s.atoms.symbols == symbol] for e, s in errors["forces"]]
+            metrics[f"forces_mae_{symbol}"], metrics[f"forces_rmse_{symbol}"] = _mae_rmse(
+                by_element)
+    metrics["weighted_mse"] = {name: _weighted_mse(errors[name]) for name in errors}
+    types = sorted({s.config_type for s in cache.samples})
+    metrics["by_config_type"] = {
+        kind: _pooled(_errors([(p, s) for p, s in pairs if s.config_type == kind]),
+                      sum(s.config_type == kind for s in cache.samples))
+        for kind in types}
     if keep_predictions:
-        metrics["predictions"] = list(zip(predictions, samples))
+        metrics["predictions"] = pairs
     return metrics
 
 
 def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
-    """A small table in meV/atom, meV/A and meV/A^3."""
+    """A small table in meV/atom, meV/A and meV/A^3; with more than one config type, a
+    per-type table of MAE (and RMSE) follows the pooled rows."""
     rows = [f"{title} ({metrics['n_structures']} structures)" if title else ""]
     units = {"energy": "meV/atom", "forces": "meV/A", "stress": "meV/A^3"}
     for name, value in metrics.items():
@@ -89,7 +126,26 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
             base = name.replace("_mae", "")
             rows.append(f"  {base:14s} MAE {1e3 * value:10.3f}  RMSE "
                         f"{1e3 * metrics[name.replace('_mae_', '_rmse_')]:10.3f}  meV/A")
+    by_type = metrics.get("by_config_type", {})
+    if len(by_type) > 1:
+        rows += _config_type_table(by_type)
     return "\n".join(r for r in rows if r)
+
+
+def _config_type_table(by_type: dict[str, dict[str, Any]]) -> list[str]:
+    """Rows of MAE and RMSE per config type (meV/atom, meV/A, meV/A^3; "-": no labels)."""
+    columns = [(f"{kind[0].upper()} {stat.upper()}", f"{kind}_{stat}")
+               for kind in ("energy", "forces", "stress") for stat in ("mae", "rmse")]
+    width = max(12, *(len(kind) for kind in by_type))
+    rows = ["  per config type (energy meV/atom, forces meV/A, stress meV/A^3)",
+            f"  {'config type':{width}s} {'frames':>6s}"
+            + "".join(f" {title:>10s}" for title, _ in columns)]
+    for kind, values in by_type.items():
+        cells = [values.get(name) for _, name in columns]
+        rows.append(f"  {kind:{width}s} {values['n_structures']:6d}" + "".join(
+            f" {1e3 * v:10.3f}" if v is not None and np.isfinite(v) else f" {'-':>10s}"
+            for v in cells))
+    return rows
 
 
 def parity_plots(pairs: list, out: str | Path, title: str = "") -> list[Path]:
@@ -100,9 +156,10 @@ def parity_plots(pairs: list, out: str | Path, title: str = "") -> list[Path]:
     """
     out = Path(out)
     with_forces = [(p, s) for p, s in pairs if s.forces is not None]
+    with_energy = [(p, s) for p, s in pairs if s.energy is not None]
     panels = [
-        ("energy", "eV/atom", [s.energy / len(s.atoms) for _, s in pairs],
-         [p["energy"] / len(s.atoms) for p, s in pairs]),
+        ("energy", "eV/atom", [s.energy / len(s.atoms) for _, s in with_energy],
+         [p["energy"] / len(s.atoms) for p, s in with_energy]),
         ("forces", "eV/A", np.concatenate([s.forces.ravel() for _, s in with_forces] or [[]]),
          np.concatenate([p["forces"].ravel() for p, _ in with_forces] or [[]])),
     ]

@@ -1,16 +1,35 @@
-"""Training data: labelled structures from any ASE-readable file, splits and statistics.
+"""Training data: labelled structures from ASE-readable files, their checks, splits and statistics.
 
-Labels are read from configurable keys (default ``REF_energy`` in ``atoms.info``,
-``REF_forces`` in ``atoms.arrays``, ``REF_stress`` in ``atoms.info``), falling back to
-results stored by a calculator (extxyz ``energy=``/``forces``, ase.db rows). Units: eV,
-eV/A, eV/A^3 (ASE's sign: tensile positive).
+Files: one or several, any format ``ase.io.read`` reads (extxyz, ase.db, .traj, ...); the
+``key_value_pairs`` and ``data`` of an ase.db row are looked up like extxyz info/arrays.
+Each frame's ``source`` is ``"path:index"``.
+
+Labels follow mace-torch's extxyz conventions; the keys are configurable (``keys``):
+
+- ``REF_energy`` (``atoms.info``): total energy, eV;
+- ``REF_forces`` (``atoms.arrays``): (n_atoms, 3), eV/A;
+- ``REF_stress`` (``atoms.info``): 6 (Voigt xx yy zz yz xz xy), 9 or 3x3 values, eV/A^3,
+  ASE's sign (tensile positive, the derivative of the energy by strain over the volume);
+- ``REF_virials`` (``atoms.info``): 6, 9 or 3x3 values, eV, converted to
+  stress = -virials / volume; a frame with both uses the stress;
+- ``config_type`` (``atoms.info``): a string, "Default" when absent.
+
+A key that is absent falls back to the results a calculator stored (extxyz ``energy=``,
+``forces``, ``stress``; ase.db rows). Energy, forces and stress are each optional per frame,
+but a frame needs at least one usable label. Stress (and virials) are used only for 3-D
+periodic frames; on slabs, wires and molecules they are ignored (``check-data`` counts them).
+
+Every label is checked when read: a non-finite value, a wrong shape, NaN/inf positions or a
+degenerate periodic cell raise ``LabelError`` (a ``DataError``) naming ``file:index`` and
+the key. Frames with config_type "IsolatedAtom" (one atom, any pbc) give the isolated-atom
+energy E0 of their element (``split_isolated_atoms``), as mace-torch's E0s do.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -18,14 +37,26 @@ from ase import Atoms
 from ase.io import read
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from ..errors import ASEMPNNError
+from ..errors import ASEMPNNError, InvalidStructureError
 from ..graph import collate, make_structure
+from ..graph.structure import check_geometry
 
-DEFAULT_KEYS = {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stress"}
+DEFAULT_KEYS = {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stress",
+                "virials": "REF_virials", "config_type": "config_type"}
+#: the config_type of frames that give an element's isolated-atom energy E0
+ISOLATED_ATOM = "IsolatedAtom"
+DEFAULT_CONFIG_TYPE = "Default"
+#: number of periodic directions -> the kind of system
+PERIODICITY = {3: "3-D bulk", 2: "2-D slab", 1: "1-D wire", 0: "0-D molecule"}
 
 
 class DataError(ASEMPNNError, ValueError):
     """A data file cannot be read or a frame lacks a label or has one of the wrong shape."""
+
+
+class LabelError(DataError):
+    """A frame's label or geometry is unusable: NaN/inf, wrong shape, degenerate cell, no
+    label at all. The message names ``file:index`` and the key."""
 
 
 @dataclasses.dataclass
@@ -33,72 +64,278 @@ class Sample:
     """One labelled structure.
 
     Attributes:
-        atoms: the structure.
-        energy: total energy, eV.
+        atoms: the structure (numbers, positions, cell, pbc only).
+        energy: total energy, eV, or None.
         forces: (n_atoms, 3) eV/A, or None.
-        stress: (3, 3) eV/A^3, or None.
+        stress: (3, 3) eV/A^3 (ASE sign), only for 3-D periodic frames, else None.
         source: "file:frame" for error messages.
+        config_type: the frame's config_type ("Default" when the file gives none).
+        weight: the frame's weight in the loss (``config_type_weights``), 1 by default.
     """
 
     atoms: Atoms
-    energy: float
+    energy: float | None
     forces: np.ndarray | None
     stress: np.ndarray | None
     source: str
+    config_type: str = DEFAULT_CONFIG_TYPE
+    weight: float = 1.0
+
+    @property
+    def is_isolated_atom(self) -> bool:
+        """True for an IsolatedAtom frame (its energy is its element's E0)."""
+        return self.config_type == ISOLATED_ATOM
 
 
-def _label(atoms: Atoms, key: str, kind: str):
-    """The value of a label from info/arrays under ``key``, else from stored results."""
+def label_keys(keys: dict[str, str] | None = None) -> dict[str, str]:
+    """DEFAULT_KEYS updated with ``keys`` ({"energy"|"forces"|"stress"|"virials"|"config_type":
+    key}); another name raises ValueError."""
+    keys = dict(keys or {})
+    unknown = sorted(set(keys) - set(DEFAULT_KEYS))
+    if unknown:
+        raise ValueError(f"unknown label(s) {unknown} in keys; valid: {sorted(DEFAULT_KEYS)}")
+    return {**DEFAULT_KEYS, **keys}
+
+
+def periodicity(atoms: Atoms) -> str:
+    """The kind of system from its number of periodic axes: "3-D bulk", "2-D slab", "1-D wire"
+    or "0-D molecule"."""
+    return PERIODICITY[int(np.count_nonzero(atoms.pbc))]
+
+
+class _Bad(Exception):
+    """One problem with one label (collected, then reported with the frame's source)."""
+
+
+def _find(atoms: Atoms, key: str, kind: str | None) -> tuple[Any, str] | None:
+    """(value, name) of a label in info/arrays under ``key``, else in the stored results of a
+    calculator under ``kind`` (None: no fallback); None when absent."""
     if key in atoms.info:
-        return atoms.info[key]
+        return atoms.info[key], key
     if key in atoms.arrays:
-        return atoms.arrays[key]
+        return atoms.arrays[key], key
     results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
-    return results.get(kind)
+    if kind is not None and results.get(kind) is not None:
+        return results[kind], f"stored {kind}"
+    return None
+
+
+def _numeric(value: Any, name: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise _Bad(f"{name} is not numeric: {value!r}") from exc
+
+
+def _energy(value: Any, name: str) -> float:
+    """A total energy (eV): one finite number."""
+    array = _numeric(value, name)
+    if array.size != 1:
+        raise _Bad(f"{name} has shape {array.shape}, expected a single number")
+    if not np.isfinite(array).all():
+        raise _Bad(f"{name} is not finite ({float(array.ravel()[0])})")
+    return float(array.ravel()[0])
+
+
+def _forces(value: Any, name: str, n_atoms: int) -> np.ndarray:
+    """Forces (n_atoms, 3) eV/A, all finite."""
+    array = _numeric(value, name)
+    if array.shape != (n_atoms, 3):
+        raise _Bad(f"{name} has shape {array.shape}, expected ({n_atoms}, 3)")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if len(bad):
+        raise _Bad(f"{name} has a non-finite value at atom {bad[0]}"
+                   + (f" (and {len(bad) - 1} more atoms)" if len(bad) > 1 else ""))
+    return array
+
+
+def _tensor(value: Any, name: str) -> np.ndarray:
+    """A symmetric 3x3 tensor (stress or virials) from 6 Voigt, 9 or 3x3 finite values."""
+    array = _numeric(value, name)
+    if array.shape not in ((6,), (9,), (3, 3)):
+        raise _Bad(f"{name} has shape {array.shape}, expected 6 (Voigt), 9 or 3x3")
+    if not np.isfinite(array).all():
+        raise _Bad(f"{name} has a non-finite value")
+    if array.shape == (6,):
+        return voigt_6_to_full_3x3_stress(array)
+    return array.reshape(3, 3)
+
+
+def _geometry_problem(atoms: Atoms) -> str | None:
+    """What is wrong with the positions or (periodic) cell, or None."""
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+    if len(bad):
+        return f"positions have a non-finite value at atom {bad[0]}"
+    try:
+        check_geometry(positions, np.asarray(atoms.cell.array, dtype=np.float64),
+                       np.asarray(atoms.pbc, dtype=bool))
+    except InvalidStructureError as exc:
+        return str(exc)
+    return None
+
+
+def _label(atoms: Atoms, keys: dict[str, str], kind: str, problems: list[str], parse, *args):
+    """Find and parse one label; a problem is appended to ``problems`` (result None)."""
+    found = _find(atoms, keys[kind], kind if kind != "virials" else None)
+    if found is None:
+        return None
+    try:
+        return parse(found[0], found[1], *args)
+    except _Bad as exc:
+        problems.append(str(exc))
+        return None
+
+
+def present_labels(atoms: Atoms, keys: dict[str, str] | None = None) -> set[str]:
+    """Which of "energy", "forces", "stress", "virials" a frame has (valid or not)."""
+    keys = label_keys(keys)
+    return {kind for kind in ("energy", "forces", "stress", "virials")
+            if _find(atoms, keys[kind], kind if kind != "virials" else None) is not None}
+
+
+def parse_frame(atoms: Atoms, keys: dict[str, str] | None = None, require_forces: bool = False
+                ) -> tuple[Sample | None, list[str]]:
+    """(Sample, []) for a good frame, (None, problems) otherwise; every problem of the frame
+    is listed (without the source), e.g. "REF_forces has a non-finite value at atom 3"."""
+    keys = label_keys(keys)
+    problems: list[str] = []
+    geometry = _geometry_problem(atoms)
+    if geometry:
+        problems.append(geometry)
+    n_atoms = len(atoms)
+    energy = _label(atoms, keys, "energy", problems, _energy)
+    forces = _label(atoms, keys, "forces", problems, _forces, n_atoms)
+    stress = _label(atoms, keys, "stress", problems, _tensor)
+    virials = _label(atoms, keys, "virials", problems, _tensor)
+    if not atoms.pbc.all():
+        stress = None  # no volume, no stress: ignored on slabs, wires and molecules
+    elif stress is None and virials is not None and not geometry:
+        stress = -virials / atoms.get_volume()  # mace-torch's virials: -dE/d(strain), eV
+    config_type = str(atoms.info.get(keys["config_type"], DEFAULT_CONFIG_TYPE))
+    problems += _missing_labels(atoms, keys, energy, forces, stress, problems, require_forces)
+    if config_type == ISOLATED_ATOM and (n_atoms != 1 or energy is None):
+        problems.append(f"a {ISOLATED_ATOM} frame needs one atom and an energy "
+                        f"('{keys['config_type']}' = {ISOLATED_ATOM}, {n_atoms} atoms)")
+    if problems:
+        return None, problems
+    clean = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    return Sample(clean, energy, forces, stress, "", config_type), []
+
+
+def _missing_labels(atoms: Atoms, keys: dict[str, str], energy, forces, stress,
+                    problems: list[str], require_forces: bool) -> list[str]:
+    """Problems for a frame with no usable label, or without forces when they are required."""
+    if problems:  # a malformed label is reported as such, not as missing
+        return []
+    if forces is None and require_forces and not _is_isolated(atoms, keys):
+        return [f"no forces (looked for '{keys['forces']}' and stored results)"]
+    if energy is None and forces is None and stress is None:
+        looked = ", ".join(f"'{keys[k]}'" for k in ("energy", "forces", "stress", "virials"))
+        extra = (" (its stress/virials cannot be used: not 3-D periodic)"
+                 if present_labels(atoms, keys) else "")
+        return [f"no labels{extra} (looked for {looked} and stored results)"]
+    return []
+
+
+def _is_isolated(atoms: Atoms, keys: dict[str, str]) -> bool:
+    return str(atoms.info.get(keys["config_type"], "")) == ISOLATED_ATOM
 
 
 def sample_from_atoms(atoms: Atoms, source: str, keys: dict[str, str] | None = None,
                       require_forces: bool = True) -> Sample:
-    """Read the labels of one frame; a missing or malformed label raises DataError."""
-    keys = {**DEFAULT_KEYS, **(keys or {})}
-    energy = _label(atoms, keys["energy"], "energy")
-    if energy is None:
-        raise DataError(f"{source}: no energy (looked for '{keys['energy']}' and stored results)")
-    forces = _label(atoms, keys["forces"], "forces")
-    if forces is None and require_forces:
-        raise DataError(f"{source}: no forces (looked for '{keys['forces']}' and stored results)")
-    if forces is not None:
-        forces = np.asarray(forces, dtype=np.float64)
-        if forces.shape != (len(atoms), 3):
-            raise DataError(f"{source}: forces have shape {forces.shape}, "
-                            f"expected ({len(atoms)}, 3)")
-    stress = _label(atoms, keys["stress"], "stress")
-    if stress is not None:
-        stress = np.asarray(stress, dtype=np.float64)
-        if stress.shape == (6,):
-            stress = voigt_6_to_full_3x3_stress(stress)
-        elif stress.shape == (9,):
-            stress = stress.reshape(3, 3)
-        if stress.shape != (3, 3):
-            raise DataError(f"{source}: stress has shape {stress.shape}, expected 6, 9 or 3x3")
-    clean = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-    return Sample(clean, float(energy), forces, stress, source)
+    """Read and check the labels of one frame; any problem raises LabelError naming
+    ``source`` ("file:index") and the key."""
+    sample, problems = parse_frame(atoms, keys, require_forces)
+    if sample is None:
+        raise LabelError(f"{source}: " + "; ".join(problems))
+    sample.source = source
+    return sample
 
 
-def read_samples(path: str | Path, keys: dict[str, str] | None = None, index: str = ":",
-                 require_forces: bool = True) -> list[Sample]:
-    """All labelled frames of a file ase.io can read (extxyz, ase.db, ...)."""
+def as_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One path or a list of them, as a list of Paths."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise DataError("no data files given")
+    return paths
+
+
+def _db_frames(path: Path) -> list[Atoms]:
+    """Rows of an ase.db with their key_value_pairs and data in ``atoms.info``, where labels
+    are looked up first (so REF_forces kept in a row's data is found as in extxyz)."""
+    from ase.db import connect
+
+    frames = []
+    for row in connect(path).select():
+        atoms = row.toatoms()
+        atoms.info.update({**row.key_value_pairs, **row.get("data", {})})
+        frames.append(atoms)
+    return frames
+
+
+def read_frames(path: str | Path, index: str = ":") -> list[Atoms]:
+    """All frames of one file (any ase.io format; ase.db with its key_value_pairs/data)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file {path} does not exist")
     try:
-        frames = read(path, index=index)
+        if path.suffix == ".db" and index == ":":
+            frames = _db_frames(path)
+        else:
+            frames = read(path, index=index)
     except Exception as exc:  # ase raises many types for unreadable files
         raise DataError(f"cannot read {path}: {exc}") from exc
     frames = frames if isinstance(frames, list) else [frames]
     if not frames:
         raise DataError(f"{path} holds no structures")
-    return [sample_from_atoms(a, f"{path}:{k}", keys, require_forces) for k, a in enumerate(frames)]
+    return frames
+
+
+def read_samples(paths: str | Path | Sequence[str | Path], keys: dict[str, str] | None = None,
+                 index: str = ":", require_forces: bool = True) -> list[Sample]:
+    """All labelled frames of one or several files ase.io can read (extxyz, ase.db, ...).
+
+    ``keys`` maps "energy", "forces", "stress", "virials", "config_type" to the keys of the
+    files (defaults: DEFAULT_KEYS). The first bad frame raises LabelError; ``check_data``
+    (``training.datacheck``) lists all of them.
+    """
+    samples = []
+    for path in as_paths(paths):
+        frames = read_frames(path, index)
+        samples += [sample_from_atoms(a, f"{path}:{k}", keys, require_forces)
+                    for k, a in enumerate(frames)]
+    return samples
+
+
+def split_isolated_atoms(samples: Sequence[Sample], tolerance: float = 1e-6
+                         ) -> tuple[dict[str, float], list[Sample]]:
+    """({element: E0 in eV} from the IsolatedAtom frames, the other frames).
+
+    Two IsolatedAtom frames of one element whose energies differ by more than ``tolerance``
+    eV raise DataError.
+    """
+    e0: dict[str, tuple[float, str]] = {}
+    rest = []
+    for sample in samples:
+        if not sample.is_isolated_atom:
+            rest.append(sample)
+            continue
+        symbol = sample.atoms.get_chemical_symbols()[0]
+        if symbol in e0 and abs(e0[symbol][0] - sample.energy) > tolerance:
+            raise DataError(f"{sample.source}: {ISOLATED_ATOM} energy of {symbol} "
+                            f"{sample.energy} eV differs from {e0[symbol][0]} eV at "
+                            f"{e0[symbol][1]}")
+        e0.setdefault(symbol, (sample.energy, sample.source))
+    return {symbol: value for symbol, (value, _) in e0.items()}, rest
+
+
+def apply_config_type_weights(samples: Sequence[Sample], weights: dict[str, float]) -> None:
+    """Set each sample's loss weight from its config_type (1 for types not in ``weights``)."""
+    for sample in samples:
+        sample.weight = float(weights.get(sample.config_type, 1.0))
 
 
 def split_samples(samples: Sequence[Sample], fractions: Sequence[float], seed: int = 0
@@ -118,32 +355,49 @@ def species_of(samples: Sequence[Sample]) -> list[str]:
     return [chemical_symbols[z] for z in numbers]
 
 
-def fit_reference_energies(samples: Sequence[Sample], species: Sequence[str]
-                           ) -> dict[str, float]:
-    """E0 per element (eV) by least squares, E_total ~ sum_s n_s E0_s: what is left after
-    these is the interaction energy the model learns."""
-    counts = np.array([[np.count_nonzero(s.atoms.symbols == x) for x in species] for s in samples],
+def fit_reference_energies(samples: Sequence[Sample], species: Sequence[str],
+                           fixed: dict[str, float] | None = None) -> dict[str, float]:
+    """E0 per element (eV) by least squares, E_total ~ sum_s n_s E0_s, over the frames with an
+    energy: what is left after these is the interaction energy the model learns.
+
+    Elements in ``fixed`` keep their given E0 (e.g. from IsolatedAtom frames); only the others
+    are fitted, to E_total - sum_fixed n_s E0_s. Without any energy they get 0.
+    """
+    fixed = {x: float(v) for x, v in (fixed or {}).items() if x in species}
+    free = [x for x in species if x not in fixed]
+    labelled = [s for s in samples if s.energy is not None]
+    if not free:
+        return fixed
+    if not labelled:
+        return {**fixed, **dict.fromkeys(free, 0.0)}
+    symbols = [s.atoms.symbols for s in labelled]
+    counts = np.array([[np.count_nonzero(x == e) for e in free] for x in symbols],
                       dtype=np.float64)
-    energies = np.array([s.energy for s in samples])
+    known = np.array([sum(np.count_nonzero(x == e) * v for e, v in fixed.items())
+                      for x in symbols])
+    energies = np.array([s.energy for s in labelled]) - known
     solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    return dict(zip(species, solution.tolist()))
+    return {**fixed, **dict(zip(free, solution.tolist()))}
 
 
 def energy_statistics(samples: Sequence[Sample], reference_energies: dict[str, float]
                       ) -> tuple[float, float]:
-    """(shift, scale): mean per-atom energy left after E0 (eV) and the RMS force (eV/A).
+    """(shift, scale): mean per-atom energy left after E0 (eV) over the frames with an energy,
+    and the RMS force component (eV/A) over the frames with forces.
 
-    The scale falls back to the spread of per-atom energies when no sample has forces.
+    The scale falls back to the spread of per-atom energies when no sample has forces; the
+    shift is 0 when none has an energy.
     """
     per_atom = np.array([
-        (s.energy - sum(reference_energies[x] for x in s.atoms.get_chemical_symbols()))
-        / max(len(s.atoms), 1) for s in samples])
+        (s.energy - sum(reference_energies.get(x, 0.0) for x in s.atoms.get_chemical_symbols()))
+        / max(len(s.atoms), 1) for s in samples if s.energy is not None])
     forces = [s.forces for s in samples if s.forces is not None and len(s.forces)]
     if forces:
         scale = float(np.sqrt(np.mean(np.concatenate(forces) ** 2)))
     else:
-        scale = float(per_atom.std())
-    return float(per_atom.mean()), scale if scale > 0 else 1.0
+        scale = float(per_atom.std()) if len(per_atom) else 1.0
+    shift = float(per_atom.mean()) if len(per_atom) else 0.0
+    return shift, scale if scale > 0 else 1.0
 
 
 class GraphCache:
@@ -165,8 +419,10 @@ class GraphCache:
               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(graph, targets) for the samples at ``indices``.
 
-        targets: "energy" (n_graphs,), "forces" (n_atoms, 3) with "forces_mask" (n_atoms,),
-        "stress" (n_graphs, 3, 3) with "stress_mask" (n_graphs,).
+        targets: "energy" (n_graphs,) eV with "energy_mask" (n_graphs,), "forces"
+        (n_atoms, 3) eV/A with "forces_mask" (n_atoms,), "stress" (n_graphs, 3, 3) eV/A^3
+        with "stress_mask" (n_graphs,), and "weight" (n_graphs,), each frame's loss weight.
+        A masked (absent) target is 0.0.
         """
         graph = collate([self.records[i] for i in indices], dtype=dtype, device=device)
         chosen = [self.samples[i] for i in indices]
@@ -174,12 +430,15 @@ class GraphCache:
         forces = [s.forces if s.forces is not None else np.zeros((len(s.atoms), 3)) for s in chosen]
         stress = [s.stress if s.stress is not None else np.zeros((3, 3)) for s in chosen]
         targets = {
-            "energy": torch.tensor([s.energy for s in chosen], **kw),
+            "energy": torch.tensor([s.energy if s.energy is not None else 0.0 for s in chosen],
+                                   **kw),
+            "energy_mask": torch.tensor([s.energy is not None for s in chosen], device=device),
             "forces": torch.as_tensor(np.concatenate(forces).reshape(-1, 3), **kw),
             "forces_mask": torch.as_tensor(np.concatenate(
                 [np.full(len(s.atoms), s.forces is not None) for s in chosen]), device=device),
             "stress": torch.as_tensor(np.stack(stress), **kw),
             "stress_mask": torch.tensor([s.stress is not None and bool(s.atoms.pbc.all())
                                          for s in chosen], device=device),
+            "weight": torch.tensor([s.weight for s in chosen], **kw),
         }
         return graph, targets

@@ -94,7 +94,7 @@ class Trainer:
         self.config, self.potential, self.caches, self.out = config, potential, caches, out
         self.dtype: torch.dtype = getattr(torch, config.dtype)
         self.optimizer = OPTIMIZERS[config.optimizer](
-            potential.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            potential.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=config.scheduler_factor, patience=config.scheduler_patience)
         self.ema = EMA(potential, config.ema_decay)
