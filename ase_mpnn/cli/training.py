@@ -49,7 +49,7 @@ def _eval(args: argparse.Namespace) -> int:
     from ..training.samples import GraphCache, read_samples
 
     potential = load_model(args.model, dtype=args.dtype)
-    samples = read_samples(args.data, require_forces=False)
+    samples = read_samples(args.data, _label_keys(args), require_forces=False)
     cache = GraphCache(samples, potential.cutoff, potential.species)
     metrics = error_metrics(potential, cache, args.batch_size, potential.scale.dtype,
                             keep_predictions=True)
@@ -90,12 +90,24 @@ def _make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
+    """--energy-key ... --config-type-key: where the labels are in the files."""
+    parser.add_argument("--energy-key", default="REF_energy", help="info key, eV")
+    parser.add_argument("--forces-key", default="REF_forces", help="arrays key, eV/A")
+    parser.add_argument("--stress-key", default="REF_stress", help="info key, eV/A^3")
+    parser.add_argument("--virials-key", default="REF_virials", help="info key, eV")
+    parser.add_argument("--config-type-key", default="config_type", help="info key")
+
+
+def _label_keys(args: argparse.Namespace) -> dict[str, str]:
+    return {"energy": args.energy_key, "forces": args.forces_key, "stress": args.stress_key,
+            "virials": args.virials_key, "config_type": args.config_type_key}
+
+
 def _check_data(args: argparse.Namespace) -> int:
     from ..training.datacheck import check_data, format_report
 
-    keys = {"energy": args.energy_key, "forces": args.forces_key, "stress": args.stress_key,
-            "virials": args.virials_key, "config_type": args.config_type_key}
-    report = check_data(args.files, keys, max_force=args.max_force)
+    report = check_data(args.files, _label_keys(args), max_force=args.max_force)
     print(format_report(report))
     return 0 if report.ok else 1
 
@@ -105,11 +117,7 @@ def _add_check_data(commands) -> None:
         "check-data", help="summarise training data and list label errors, outliers and "
                            "duplicates (exit status 1 on errors)")
     check.add_argument("files", nargs="+", help="extxyz, ase.db, ... (any ase.io format)")
-    check.add_argument("--energy-key", default="REF_energy", help="info key, eV")
-    check.add_argument("--forces-key", default="REF_forces", help="arrays key, eV/A")
-    check.add_argument("--stress-key", default="REF_stress", help="info key, eV/A^3")
-    check.add_argument("--virials-key", default="REF_virials", help="info key, eV")
-    check.add_argument("--config-type-key", default="config_type", help="info key")
+    _add_key_arguments(check)
     check.add_argument("--max-force", type=float, default=20.0,
                        help="|F| (eV/A) above which a frame is a suspected outlier")
     check.set_defaults(func=_check_data)
@@ -141,6 +149,7 @@ def add_commands(commands) -> None:
     evaluate.add_argument("--out", default="evaluation", help="output folder")
     evaluate.add_argument("--dtype", default=DEFAULT_DTYPE, choices=["float32", "float64"])
     evaluate.add_argument("--batch-size", type=int, default=8)
+    _add_key_arguments(evaluate)
     evaluate.set_defaults(func=_eval)
 
     make_data = commands.add_parser(

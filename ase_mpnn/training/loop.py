@@ -13,10 +13,15 @@ Writes, under ``config.output``:
 - ``learning_curve.png``, parity plots of the test set, and ``summary.json``.
 
 The loss (``training.loss``) is w_E * MSE(E/N) + w_F * MSE(F) + w_S * MSE(sigma) in eV/atom,
-eV/A and eV/A^3. ``valid_loss`` is the same loss of the EMA weights over the whole
-validation set, w_E * energy_rmse^2 + w_F * forces_rmse^2 + w_S * stress_rmse^2 (stress of
+eV/A and eV/A^3, each mean over the labelled frames weighted by ``config_type_weights``.
+``valid_loss`` is the same loss of the EMA weights over the whole validation set (with all
+weights 1: w_E * energy_rmse^2 + w_F * forces_rmse^2 + w_S * stress_rmse^2, stress of
 labelled 3-D periodic frames only); it drives the LR scheduler, early stopping and the
 choice of ``best.mpnn``.
+
+The first step prints the ``check-data`` table of every data file and stops on label
+errors. With ``init`` the run fine-tunes a model (``training.finetune``). A batch with a
+non-finite loss or gradient is skipped (``training.trainer``).
 """
 
 from __future__ import annotations
@@ -49,9 +54,10 @@ from .samples import (
 )
 from .trainer import RunState, Trainer, TrainingError
 
-VALID_LOSS = ("energy_weight * valid_energy_rmse^2 + forces_weight * valid_forces_rmse^2 + "
-              "stress_weight * valid_stress_rmse^2 of the EMA weights on the validation set "
-              "(the training loss over the whole set)")
+VALID_LOSS = ("energy_weight * MSE(E/N) + forces_weight * MSE(F) + stress_weight * MSE(stress) "
+              "of the EMA weights on the validation set, each mean weighted by "
+              "config_type_weights (the training loss over the whole set; with all weights 1, "
+              "the squared valid_*_rmse)")
 
 
 def build_potential(config: TrainConfig, train_samples: Sequence[Sample],
