@@ -250,3 +250,23 @@ def test_zero_epochs_is_a_clear_error_not_a_missing_file(cuni_file, tmp_path):
 
     with pytest.raises(TrainingError, match="no training epoch finished"):
         train(_config(cuni_file, tmp_path / "run", epochs=0))
+
+
+def test_ema_decay_warms_up_and_resumes():
+    """d_t = min(decay, (1 + t) / (10 + t)): the first update moves the average 90 % of the
+    way to the weights; after many updates the configured decay holds."""
+    from ase_mpnn.training.trainer import EMA
+
+    potential = make_preset("SchNet").double()
+    ema = EMA(potential, decay=0.99)
+    start = [p.detach().clone() for p in potential.parameters()]
+    with torch.no_grad():
+        for p in potential.parameters():
+            p.add_(1.0)
+    ema.update(potential)
+    for average, before in zip(ema.shadow.parameters(), start):
+        torch.testing.assert_close(average, before + 0.9)
+    ema.updates = 10**6
+    ema.update(potential)
+    for average, before in zip(ema.shadow.parameters(), start):
+        torch.testing.assert_close(average, before + 0.9 + 0.01 * 0.1)

@@ -48,18 +48,27 @@ class TrainingDiverged(TrainingError):
 
 
 class EMA:
-    """Exponential moving average of the weights: ema <- d * ema + (1 - d) * weights."""
+    """Exponential moving average of the weights: ema <- d_t * ema + (1 - d_t) * weights.
+
+    The decay warms up as d_t = min(decay, (1 + t) / (10 + t)) after t updates (as in
+    TensorFlow's ExponentialMovingAverage with num_updates), so the average follows the
+    first steps closely instead of lagging ~1 / (1 - decay) steps behind the start: it
+    matters in short runs such as fine-tuning.
+    """
 
     def __init__(self, potential: Potential, decay: float):
         self.decay = decay
+        self.updates = 0
         self.shadow = copy.deepcopy(potential)
         for p in self.shadow.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, potential: Potential) -> None:
+        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        self.updates += 1
         for ema, p in zip(self.shadow.parameters(), potential.parameters()):
-            ema.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+            ema.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
 
 
 @dataclasses.dataclass
@@ -110,6 +119,7 @@ class Trainer:
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to continue exactly: weights, EMA, optimiser, scheduler, RNGs."""
         return {"model": self.potential.state_dict(), "ema": self.ema.shadow.state_dict(),
+                "ema_updates": self.ema.updates,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "shuffle": self.shuffle.get_state(),
                 "torch_rng": torch.get_rng_state(), **dataclasses.asdict(self.state)}
@@ -118,6 +128,7 @@ class Trainer:
         """Continue from a ``snapshot()`` (as loaded from checkpoint.pt)."""
         self.potential.load_state_dict(saved["model"])
         self.ema.shadow.load_state_dict(saved["ema"])
+        self.ema.updates = int(saved.get("ema_updates", 10**9))  # older files: warmed up
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.shuffle.set_state(saved["shuffle"])
