@@ -181,6 +181,11 @@ def test_isolated_atoms_give_e0_exactly_and_are_not_in_splits(tmp_path, bulk_fra
     config.reference_energies = {"Cu": -1.0}
     assert build_potential(config, splits["train"], e0).reference_energies.tolist() == [
         -0.456, -1.0]
+    # with isolated-atom E0 the per-element shift carries each element's cohesive energy:
+    # E0 + shift is the least-squares per-element energy, as if E0 had been fitted
+    both = potential.reference_energies + potential.shift
+    free = fit_reference_energies(splits["train"], ["Ni", "Cu"])
+    assert both.tolist() == pytest.approx([free["Ni"], free["Cu"]], abs=1e-9)
 
 
 def test_partial_labels_train_one_epoch(tmp_path, bulk_frames):
@@ -194,7 +199,7 @@ def test_partial_labels_train_one_epoch(tmp_path, bulk_frames):
     # E0 and the shift from frames with an energy; the scale from frames with forces
     e0 = fit_reference_energies(samples, ["Ni", "Cu"])
     shift, scale = energy_statistics(samples, e0)
-    assert np.isfinite([shift, scale, *e0.values()]).all()
+    assert np.isfinite([*shift.values(), scale, *e0.values()]).all()
     _, targets = GraphCache(samples, 4.0, ["Ni", "Cu"]).batch(range(len(samples)), torch.float64)
     assert targets["energy_mask"].tolist() == [True] * 3 + [False] * 3 + [True] * 4
     assert torch.isfinite(targets["energy"]).all() and targets["energy"][3:6].eq(0).all()

@@ -74,8 +74,9 @@ def build_potential(config: TrainConfig, train_samples: Sequence[Sample],
     given.update(config.reference_energies or {})
     e0 = {**fit_reference_energies(train_samples, species, fixed=given),
           **(config.reference_energies or {})}
-    shift, scale = energy_statistics(train_samples, e0)
-    return Potential(model, scale=scale, shift=shift, reference_energies=e0)
+    shift, scale = energy_statistics(train_samples, e0)  # shift per element, eV/atom
+    return Potential(model, scale=scale, shift=[shift.get(x, 0.0) for x in species],
+                     reference_energies=e0)
 
 
 def _load_splits(config: TrainConfig, read: dict[str, list[Sample]] | None = None

@@ -381,22 +381,32 @@ def fit_reference_energies(samples: Sequence[Sample], species: Sequence[str],
 
 
 def energy_statistics(samples: Sequence[Sample], reference_energies: dict[str, float]
-                      ) -> tuple[float, float]:
-    """(shift, scale): mean per-atom energy left after E0 (eV) over the frames with an energy,
-    and the RMS force component (eV/A) over the frames with forces.
+                      ) -> tuple[dict[str, float], float]:
+    """(shift, scale): the per-atom energy left after E0 (eV) of each element, and the RMS
+    force component (eV/A) over the frames with forces.
+
+    The shift of each element comes from a least-squares fit of what is left after E0,
+    E - sum_i E0[s_i] ~ sum_i shift[s_i], over the frames with an energy. When E0 are the
+    true isolated-atom energies (IsolatedAtom frames) this is the cohesive energy per atom of
+    each element, which differs by eV between elements: a single shift would leave that to
+    the network, which learns such a composition-dependent offset slowly and extrapolates it
+    poorly to other compositions. When E0 were themselves fitted, the shifts are ~0.
 
     The scale falls back to the spread of per-atom energies when no sample has forces; the
-    shift is 0 when none has an energy.
+    shifts are 0 when no sample has an energy.
     """
-    per_atom = np.array([
-        (s.energy - sum(reference_energies.get(x, 0.0) for x in s.atoms.get_chemical_symbols()))
-        / max(len(s.atoms), 1) for s in samples if s.energy is not None])
+    species = sorted(reference_energies)
+    labelled = [s for s in samples if s.energy is not None]
+    left = [Sample(s.atoms, s.energy - sum(reference_energies.get(x, 0.0)
+                                           for x in s.atoms.get_chemical_symbols()),
+                   None, None, s.source) for s in labelled]
+    shift = fit_reference_energies(left, species)
     forces = [s.forces for s in samples if s.forces is not None and len(s.forces)]
     if forces:
         scale = float(np.sqrt(np.mean(np.concatenate(forces) ** 2)))
     else:
-        scale = float(per_atom.std()) if len(per_atom) else 1.0
-    shift = float(per_atom.mean()) if len(per_atom) else 0.0
+        per_atom = [s.energy / max(len(s.atoms), 1) for s in left]
+        scale = float(np.std(per_atom)) if per_atom else 1.0
     return shift, scale if scale > 0 else 1.0
 
 
