@@ -7,7 +7,8 @@ Writes, under ``config.output``:
   atomically every epoch and on Ctrl-C, so ``resume=True`` continues exactly;
 - ``best.mpnn``: the EMA weights with the lowest validation loss, an ordinary model file;
 - ``metrics.csv``: one row per epoch: ``epoch``, ``train_loss`` (mean batch loss of the
-  epoch), ``valid_loss``, ``lr``, then the validation errors ``valid_energy_mae``/``_rmse``
+  epoch), ``valid_loss``, ``lr``, ``skipped_steps`` (non-finite batches), ``minutes`` (wall
+  time trained so far), then the validation errors ``valid_energy_mae``/``_rmse``
   (eV/atom), ``valid_forces_mae``/``_rmse`` (eV/A, also per element) and
   ``valid_stress_mae``/``_rmse`` (eV/A^3);
 - ``learning_curve.png``, parity plots of the test set, and ``summary.json``.

@@ -211,6 +211,7 @@ class Trainer:
             for _ in bar:
                 row = self._epoch()
                 self.state.seconds = seconds_before + time.perf_counter() - start
+                row["minutes"] = self.state.seconds / 60  # wall time trained, all sessions
                 self._keep_if_best(row)
                 self.save_checkpoint()
                 _write_metrics_csv(self.out / "metrics.csv", self.state.history)
@@ -264,7 +265,11 @@ def _provenance(config: TrainConfig, row: dict) -> dict:
 def _write_metrics_csv(path: Path, history: list[dict]) -> None:
     if not history:
         return
-    columns = list(history[0])
-    lines = [",".join(columns)] + [",".join(f"{row[c]:.8g}" if isinstance(row[c], float)
-                                            else str(row[c]) for c in columns) for row in history]
+    columns = list(dict.fromkeys(name for row in history for name in row))  # all, in order
+    lines = [",".join(columns)] + [",".join(_csv_value(row.get(c, "")) for c in columns)
+                                   for row in history]
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def _csv_value(value: Any) -> str:
+    return f"{value:.8g}" if isinstance(value, float) else str(value)
