@@ -1,16 +1,24 @@
 """Fine-tuning a built-in model on a domain it never saw: liquid Cu-Ni at 1500-2000 K.
 
     python benchmarks/finetune.py [--model emt-cuni-mace] [--minutes 4] [--frames 50]
-                                  [--threads 2] [--out bench-finetune/] [--seed 0]
+                                  [--replay 100] [--energy-weight 100] [--forces-weight 100]
+                                  [--lr LR] [--threads 2] [--out bench-finetune/] [--seed 0]
 
 The built-in EMT Cu-Ni models were trained on solid structures (strained and rattled fcc,
 vacancies, surfaces, MD at 300-1200 K). This script melts random Cu-Ni cells with EMT
 Langevin MD at 1500-2000 K (expanded by 3 %, a liquid's density) and keeps ``--frames``
 frames for training, 10 for validation and 30 of other trajectories for testing. It then
-fine-tunes the model with ``ase-mpnn train --init MODEL`` (the model's own recipe, the
-fine-tuning learning rate, ``--minutes`` of wall time) and scores the model before and
-after on the liquid test frames and on the model's original test set (remade from its
-manifest's data recipe and split exactly as in its training).
+fine-tunes the model with ``ase-mpnn train --init MODEL`` (the fine-tuning learning rate,
+loss weights 100 : 100 for energy per atom and forces, ``--minutes`` of wall time) on the
+liquid frames plus ``--replay`` frames of the model's own training set (remade from its
+manifest's data recipe), which keep it on its old domain, and scores the model before and
+after on the liquid test frames and on the model's original test set (split exactly as in
+its training).
+
+Last run (2-core VM, idle, defaults): emt-cuni-mace, 4.1 min, 115 epochs: liquid force MAE
+107.6 -> 25.7 meV/A (4.2x lower), original test set 17.2 -> 14.3 meV/A; energy MAE liquid
+8.5 -> 4.0 meV/atom, original 0.7 -> 5.3 meV/atom. Without replay (3 minutes, energy
+weight 1) the original force error grew 1.34x.
 
 Targets: the liquid force MAE falls at least 2x, and the force MAE on the original test set
 grows by at most 20 %. Prints one table; exit status 1 when a target is missed.
@@ -116,9 +124,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench-finetune")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--replay", type=int, default=0,
-                        help="frames of the model's own training set mixed in")
-    parser.add_argument("--energy-weight", type=float, default=1.0)
+    parser.add_argument("--replay", type=int, default=100,
+                        help="frames of the model's own training set mixed in (0: none)")
+    parser.add_argument("--energy-weight", type=float, default=100.0)
     parser.add_argument("--forces-weight", type=float, default=100.0)
     parser.add_argument("--lr", type=float, help="default: the fine-tuning default")
     return parser.parse_args(argv)

@@ -136,3 +136,38 @@ def test_cli_train_init_starts_from_the_model(tmp_path):
     moved = max(float((a - b).detach().abs().max()) for a, b in
                 zip(tuned.model.parameters(), potential.model.parameters()))
     assert 0 < moved < 0.05  # a few small steps away from the start
+
+
+# --- benchmarks/finetune.py's pieces -------------------------------------------------------
+
+def _finetune_benchmark():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module("finetune")
+
+
+def test_liquid_frames_are_labelled_hot_32_atom_cells():
+    bench = _finetune_benchmark()
+    frames = bench.liquid_frames(3, seed=1, equilibrate=50, every=5)
+    assert len(frames) == 3 and all(len(a) == 32 and a.pbc.all() for a in frames)
+    for atoms in frames:
+        assert {"REF_energy", "REF_stress"} <= set(atoms.info)
+        assert np.isfinite(atoms.arrays["REF_forces"]).all()
+    assert set(frames[0].get_chemical_symbols()) <= {"Cu", "Ni"}
+
+
+def test_replay_frames_keep_labels_and_are_typed(tmp_path):
+    from ase.io import read
+
+    bench = _finetune_benchmark()
+    samples = _emt_samples(4, seed=7)
+    path = bench.write_replay(samples, 2, tmp_path / "replay.xyz", seed=0)
+    frames = read(path, ":")
+    assert len(frames) == 2 and all(a.info["config_type"] == "replay" for a in frames)
+    energies = {round(s.energy, 8) for s in samples}
+    assert all(round(a.info["REF_energy"], 8) in energies for a in frames)
