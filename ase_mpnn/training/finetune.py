@@ -31,7 +31,7 @@ from ..loading import load_model
 from ..models import build_model
 from ..potential import Potential
 from .config import TrainConfig
-from .samples import GraphCache, Sample, species_of
+from .samples import GraphCache, Sample, fit_reference_energies, species_of
 
 #: which E0 a fine-tuning run refits: "new" (only elements new to the model: the same
 #: reference method as the model's data) or "all" (every element in the data: a new
@@ -143,28 +143,27 @@ def _copy_tensor_product_weight(old: o3.TensorProduct, new: o3.TensorProduct,
 def refit_reference_energies(potential: Potential, samples: Sequence[Sample],
                              known: dict[str, float], batch_size: int = 8) -> dict[str, float]:
     """Set E0 of the elements not in ``known`` by least squares on the frames with energies,
-    with the model's interaction energies held fixed; returns all E0 {symbol: eV}."""
+    with the model's interaction energies held fixed; returns all E0 {symbol: eV}.
+
+    The fit is ``fit_reference_energies`` applied to E_ref - E_int, E_int the prediction
+    less its current E0; elements absent from those frames keep their current E0.
+    """
     from .metrics import predict
 
     species = potential.species
     current = dict(zip(species, potential.reference_energies.tolist()))
     labelled = [s for s in samples if s.energy is not None]
-    free = [x for x in species if x not in known]
-    if labelled and free:
+    present = {x for s in labelled for x in s.atoms.get_chemical_symbols()}
+    fixed = {**{x: e for x, e in current.items() if x not in present}, **known}
+    if labelled and set(species) - set(fixed):
         cache = GraphCache(labelled, potential.cutoff, species)
-        predicted = np.array([row["energy"] for row in predict(
-            potential, cache, batch_size, potential.scale.dtype)])
-        counts = np.array([[np.count_nonzero(s.atoms.symbols == x) for x in species]
-                           for s in labelled], dtype=np.float64)
-        e0_now = np.array([current[x] for x in species])
-        interaction = predicted - counts @ e0_now
-        fixed = np.array([known.get(x, 0.0) for x in species])
-        residual = np.array([s.energy for s in labelled]) - interaction - counts @ fixed
-        columns = [species.index(x) for x in free]
-        present = counts[:, columns].any(axis=0)  # elements absent from the data keep E0
-        solution, *_ = np.linalg.lstsq(counts[:, columns][:, present], residual, rcond=None)
-        current.update(dict(zip([x for x, p in zip(free, present) if p], solution.tolist())))
-    current.update(known)
+        predicted = [row["energy"] for row in predict(potential, cache, batch_size,
+                                                      potential.scale.dtype)]
+        e0_part = [sum(current[x] for x in s.atoms.get_chemical_symbols()) for s in labelled]
+        left = [Sample(s.atoms, s.energy - (e - e0), None, None, s.source)  # E_ref - E_int
+                for s, e, e0 in zip(labelled, predicted, e0_part)]
+        fixed = fit_reference_energies(left, species, fixed=fixed)
+    current.update(fixed)
     potential.reference_energies.copy_(torch.tensor([current[x] for x in species],
                                                     dtype=potential.reference_energies.dtype))
     return current
