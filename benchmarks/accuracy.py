@@ -159,15 +159,6 @@ def exit_status(missed: list[str], failed: dict[str, str]) -> int:
 # metrics of predictions written to extxyz (mace-torch's), as error_metrics computes them
 # ---------------------------------------------------------------------------------------
 
-def _mae_rmse(errors: list) -> tuple[float, float]:
-    import numpy as np
-
-    flat = np.concatenate([np.ravel(e) for e in errors]) if errors else np.zeros(0)
-    if not len(flat):
-        return float("nan"), float("nan")
-    return float(np.abs(flat).mean()), float(np.sqrt((flat ** 2).mean()))
-
-
 def metrics_from_xyz(reference: Path, predicted: Path, prefix: str = "MACE_") -> dict:
     """Test errors (eV/atom, eV/A, eV/A^3) of predictions stored as ``PREFIXenergy``/
     ``PREFIXforces``/``PREFIXstress`` in ``predicted``, frame by frame against the
@@ -175,6 +166,8 @@ def metrics_from_xyz(reference: Path, predicted: Path, prefix: str = "MACE_") ->
     import numpy as np
     from ase.io import read
     from ase.stress import voigt_6_to_full_3x3_stress
+
+    from ase_mpnn.training.metrics import mae_rmse  # the same MAE/RMSE as error_metrics
 
     refs, preds = read(reference, ":"), read(predicted, ":")
     if len(refs) != len(preds):
@@ -188,10 +181,10 @@ def metrics_from_xyz(reference: Path, predicted: Path, prefix: str = "MACE_") ->
             label = voigt_6_to_full_3x3_stress(np.asarray(ref.info[data.KEYS["stress"]]))
             stress.append(np.asarray(pred.info[prefix + "stress"]).reshape(3, 3) - label)
     metrics: dict[str, Any] = {"n_structures": len(refs)}
-    metrics["energy_mae"], metrics["energy_rmse"] = _mae_rmse(energy)
-    metrics["forces_mae"], metrics["forces_rmse"] = _mae_rmse(forces)
+    metrics["energy_mae"], metrics["energy_rmse"] = mae_rmse(energy)
+    metrics["forces_mae"], metrics["forces_rmse"] = mae_rmse(forces)
     if stress:
-        metrics["stress_mae"], metrics["stress_rmse"] = _mae_rmse(stress)
+        metrics["stress_mae"], metrics["stress_rmse"] = mae_rmse(stress)
     return metrics
 
 

@@ -36,7 +36,7 @@ def predict(potential: Potential, cache: GraphCache, batch_size: int, dtype: tor
     return results
 
 
-def _mae_rmse(errors: list[np.ndarray]) -> tuple[float, float]:
+def mae_rmse(errors: list[np.ndarray]) -> tuple[float, float]:
     flat = np.concatenate([np.ravel(e) for e in errors]) if errors else np.zeros(0)
     if not len(flat):
         return float("nan"), float("nan")
@@ -60,10 +60,10 @@ def _pooled(errors: dict[str, list[tuple[np.ndarray, Sample]]], n_structures: in
     """n_structures, energy_mae/_rmse (NaN without energies), forces_ and stress_mae/_rmse
     (only when labelled)."""
     metrics: dict[str, Any] = {"n_structures": n_structures}
-    metrics["energy_mae"], metrics["energy_rmse"] = _mae_rmse([e for e, _ in errors["energy"]])
+    metrics["energy_mae"], metrics["energy_rmse"] = mae_rmse([e for e, _ in errors["energy"]])
     for name in ("forces", "stress"):
         if errors[name]:
-            metrics[f"{name}_mae"], metrics[f"{name}_rmse"] = _mae_rmse(
+            metrics[f"{name}_mae"], metrics[f"{name}_rmse"] = mae_rmse(
                 [e for e, _ in errors[name]])
     return metrics
 
@@ -95,7 +95,7 @@ def error_metrics(potential: Potential, cache: GraphCache, batch_size: int = 8,
     if errors["forces"]:
         for symbol in sorted({x for _, s in errors["forces"] for x in s.atoms.symbols}):
             by_element = [e[s.atoms.symbols == symbol] for e, s in errors["forces"]]
-            metrics[f"forces_mae_{symbol}"], metrics[f"forces_rmse_{symbol}"] = _mae_rmse(
+            metrics[f"forces_mae_{symbol}"], metrics[f"forces_rmse_{symbol}"] = mae_rmse(
                 by_element)
     metrics["weighted_mse"] = {name: _weighted_mse(errors[name]) for name in errors}
     types = sorted({s.config_type for s in cache.samples})
