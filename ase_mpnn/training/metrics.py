@@ -37,6 +37,7 @@ def predict(potential: Potential, cache: GraphCache, batch_size: int, dtype: tor
 
 
 def mae_rmse(errors: list[np.ndarray]) -> tuple[float, float]:
+    """(MAE, RMSE) over every component of ``errors`` (any shapes); NaN, NaN when empty."""
     flat = np.concatenate([np.ravel(e) for e in errors]) if errors else np.zeros(0)
     if not len(flat):
         return float("nan"), float("nan")
