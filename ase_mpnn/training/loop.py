@@ -28,6 +28,7 @@ non-finite loss or gradient is skipped (``training.trainer``).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,7 +36,7 @@ from typing import Any, Sequence
 import torch
 
 from ..loading import load_model
-from ..models import build_model
+from ..models import architecture_class, build_model
 from ..potential import Potential
 from .config import TrainConfig
 from .datacheck import check_data, format_report
@@ -48,6 +49,7 @@ from .samples import (
     as_paths,
     energy_statistics,
     fit_reference_energies,
+    mean_neighbor_count,
     read_samples,
     species_of,
     split_isolated_atoms,
@@ -70,7 +72,8 @@ def build_potential(config: TrainConfig, train_samples: Sequence[Sample],
     training frames with an energy, the given ones held fixed.
     """
     species = config.species or species_of(train_samples)
-    model = build_model(config.architecture, species, config.cutoff, **config.hyperparameters)
+    model = build_model(config.architecture, species, config.cutoff,
+                        **model_hyperparameters(config, train_samples))
     given = {x: e for x, e in (isolated_atoms or {}).items() if x in species}
     given.update(config.reference_energies or {})
     e0 = {**fit_reference_energies(train_samples, species, fixed=given),
@@ -78,6 +81,19 @@ def build_potential(config: TrainConfig, train_samples: Sequence[Sample],
     shift, scale = energy_statistics(train_samples, e0)  # shift per element, eV/atom
     return Potential(model, scale=scale, shift=[shift.get(x, 0.0) for x in species],
                      reference_energies=e0)
+
+
+def model_hyperparameters(config: TrainConfig, train_samples: Sequence[Sample]
+                          ) -> dict[str, Any]:
+    """``config.hyperparameters``, plus, for architectures that divide neighbour sums by
+    ``avg_num_neighbors`` (MACE, NequIP) when it is not given, its value measured on the
+    training frames at ``config.cutoff``, as mace-torch and nequip do."""
+    hyperparameters = dict(config.hyperparameters)
+    accepted = inspect.signature(architecture_class(config.architecture).__init__).parameters
+    if "avg_num_neighbors" in accepted and "avg_num_neighbors" not in hyperparameters:
+        hyperparameters["avg_num_neighbors"] = round(
+            mean_neighbor_count(train_samples, config.cutoff), 4)
+    return hyperparameters
 
 
 def _load_splits(config: TrainConfig, read: dict[str, list[Sample]] | None = None

@@ -39,6 +39,7 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from ..errors import ASEMPNNError, InvalidStructureError
 from ..graph import collate, make_structure
+from ..graph.neighbors import neighbor_list
 from ..graph.structure import check_geometry
 
 DEFAULT_KEYS = {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stress",
@@ -408,6 +409,23 @@ def energy_statistics(samples: Sequence[Sample], reference_energies: dict[str, f
         per_atom = [s.energy / max(len(s.atoms), 1) for s in left]
         scale = float(np.std(per_atom)) if per_atom else 1.0
     return shift, scale if scale > 0 else 1.0
+
+
+def mean_neighbor_count(samples: Sequence[Sample], cutoff: float) -> float:
+    """Neighbours within ``cutoff`` (Angstrom) per atom, averaged over all atoms of
+    ``samples`` (periodic images counted); 1.0 when there are no atoms or no pairs.
+
+    The statistic mace-torch and nequip divide their neighbour sums by (``avg_num_neighbors``):
+    with it, the atomic basis A of a typical atom is O(1/N) of the raw sum, so the powers of A
+    in MACE's product basis keep the scale their initialisation assumes, whatever the
+    density of the data.
+    """
+    pairs = atoms = 0
+    for sample in samples:
+        a = sample.atoms
+        pairs += len(neighbor_list(a.positions, a.cell.array, a.pbc, cutoff).centers)
+        atoms += len(a)
+    return pairs / atoms if atoms and pairs else 1.0
 
 
 class GraphCache:
