@@ -10,6 +10,7 @@ from ase.io import write
 
 from ase_mpnn import UnknownElementError, load_model
 from ase_mpnn.cli import main
+from ase_mpnn.modelfile import read_manifest
 from ase_mpnn.training import TrainConfig, train
 from ase_mpnn.training.emt_data import emt_dataset
 from ase_mpnn.training.samples import (
@@ -164,3 +165,59 @@ def test_cli_train_then_eval(emt_file, tmp_path, capsys):
 def test_unknown_option_is_listed():
     with pytest.raises(ValueError, match="unknown training option.*learning_rate"):
         TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def _stage_rows(out):
+    return torch.load(out / "checkpoint.pt", weights_only=True)["history"]
+
+
+def test_second_stage_trains_with_its_weights_and_lr(emt_file, tmp_path):
+    """stage_two_fraction 0.5 of 4 epochs: epochs 3-4 use lr stage_two_lr and validate with
+    the second stage's weights; best.mpnn is a second-stage model."""
+    out = tmp_path / "run"
+    summary = train(TrainConfig(
+        data=str(emt_file), valid_fraction=0.25, test_fraction=0.0, hyperparameters=TINY,
+        cutoff=4.0, epochs=4, batch_size=4, lr=5e-3, energy_weight=1.0, forces_weight=10.0,
+        stage_two_fraction=0.5, stage_two_energy_weight=50.0, stage_two_lr=1e-4,
+        output=str(out), progress=False))
+    rows = _stage_rows(out)
+    assert [row["stage"] for row in rows] == [1, 1, 2, 2]
+    assert [row["lr"] for row in rows] == [5e-3, 5e-3, 1e-4, 1e-4]
+    for row in rows:
+        energy_weight = 50.0 if row["stage"] == 2 else 1.0
+        expected = (energy_weight * row["valid_energy_rmse"] ** 2
+                    + 10.0 * row["valid_forces_rmse"] ** 2)
+        assert row["valid_loss"] == pytest.approx(expected, rel=1e-12)
+    assert summary["best_valid_loss"] == min(row["valid_loss"] for row in rows[2:])
+    assert read_manifest(out / "best.mpnn")["training"]["epoch"] in (3, 4)
+
+
+def test_second_stage_survives_resume(emt_file, tmp_path):
+    common = dict(data=str(emt_file), hyperparameters=TINY, cutoff=4.0, batch_size=4,
+                  dtype="float64", progress=False, ema_decay=0.9, stage_two_fraction=0.5,
+                  stage_two_lr=1e-3)
+    train(TrainConfig(**common, epochs=4, output=str(tmp_path / "straight")))
+    train(TrainConfig(**common, epochs=3, output=str(tmp_path / "split")))  # stage 2 at 2
+    train(TrainConfig(**common, epochs=4, output=str(tmp_path / "split"), resume=True))
+    straight, resumed = _stage_rows(tmp_path / "straight"), _stage_rows(tmp_path / "split")
+    assert [r["stage"] for r in resumed] == [r["stage"] for r in straight] == [1, 1, 2, 2]
+    assert np.allclose([r["valid_loss"] for r in resumed],
+                       [r["valid_loss"] for r in straight], rtol=1e-6)
+
+
+def test_early_stopping_starts_the_second_stage(emt_file, tmp_path):
+    """With lr 0 the validation loss cannot go down (beyond rounding noise): the first
+    stage ends by early stopping, long before its 18 epochs, and the run goes on in the
+    second stage instead of stopping."""
+    out = tmp_path / "run"
+    train(TrainConfig(data=str(emt_file), hyperparameters=TINY, cutoff=4.0, batch_size=4,
+                      epochs=20, lr=0.0, early_stopping_patience=2, stage_two_fraction=0.1,
+                      output=str(out), progress=False))
+    rows = _stage_rows(out)
+    stages = [row["stage"] for row in rows]
+    first_of_stage_two = stages.index(2)
+    assert 3 <= first_of_stage_two < 18
+    assert stages == [1] * first_of_stage_two + [2] * (len(stages) - first_of_stage_two)
+    assert rows[first_of_stage_two]["lr"] == 1e-3  # stage_two_lr's default
+    with pytest.raises(ValueError, match="stage_two_fraction"):
+        TrainConfig(stage_two_fraction=1.0)

@@ -65,6 +65,16 @@ class TrainConfig:
     scheduler_factor: float = 0.5
     ema_decay: float = 0.99
     early_stopping_patience: int = 30
+    # mace-torch's "Stage Two": the last stage_two_fraction of the run (of the epochs, or of
+    # max_minutes when that ends the run sooner; also entered instead of early stopping)
+    # trains with these loss weights (None: the weight above) at lr stage_two_lr. Forces
+    # are learned first, energies, which the force term drowns out early, at the end.
+    # 0: off. The validation loss, best.mpnn and the scheduler restart with the new weights.
+    stage_two_fraction: float = 0.0
+    stage_two_energy_weight: float | None = 1000.0
+    stage_two_forces_weight: float | None = None
+    stage_two_stress_weight: float | None = None
+    stage_two_lr: float = 1e-3
     max_minutes: float | None = None  # stop (with a checkpoint) after this wall time
     dtype: str = DEFAULT_DTYPE  # training precision, "float32" or "float64"
     seed: int = 0
@@ -80,10 +90,20 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.label_keys()  # raises ValueError for contradicting keys
+        if not 0 <= self.stage_two_fraction < 1:
+            raise ValueError(f"stage_two_fraction = {self.stage_two_fraction!r}: need "
+                             "0 <= fraction < 1 (0: no second stage)")
         for config_type, weight in self.config_type_weights.items():
             if not (isinstance(weight, (int, float)) and 0 <= weight < float("inf")):
                 raise ValueError(f"config_type_weights[{config_type!r}] = {weight!r}: "
                                  "need a finite number >= 0")
+
+    def stage_two_weights(self) -> "TrainConfig":
+        """This config with the second stage's loss weights (``stage_two_*_weight``, those
+        not given keep their first-stage value)."""
+        weights = {name: getattr(self, f"stage_two_{name}")
+                   for name in ("energy_weight", "forces_weight", "stress_weight")}
+        return dataclasses.replace(self, **{k: v for k, v in weights.items() if v is not None})
 
     def label_keys(self) -> dict[str, str]:
         """{"energy"|"forces"|"stress"|"virials"|"config_type": key in the files} from the

@@ -81,6 +81,7 @@ class RunState:
     history: list[dict] = dataclasses.field(default_factory=list)  # metrics.csv rows
     seconds: float = 0.0  # wall time trained, over all resumptions
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient, in all
+    stage: int = 1  # 2 once the second stage (config.stage_two_fraction) has begun
 
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any]) -> "RunState":
@@ -104,12 +105,21 @@ class Trainer:
         self.dtype: torch.dtype = getattr(torch, config.dtype)
         self.optimizer = OPTIMIZERS[config.optimizer](
             potential.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, factor=config.scheduler_factor, patience=config.scheduler_patience)
+        self.scheduler = self._new_scheduler()
         self.ema = EMA(potential, config.ema_decay)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.state = RunState()
         self.skipped_in_a_row = 0  # steps skipped since the last good one (across epochs)
+
+    def _new_scheduler(self) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=self.config.scheduler_factor,
+            patience=self.config.scheduler_patience)
+
+    @property
+    def loss_config(self) -> TrainConfig:
+        """The config whose loss weights the current stage trains and validates with."""
+        return self.config.stage_two_weights() if self.state.stage == 2 else self.config
 
     @property
     def checkpoint(self) -> Path:
@@ -170,7 +180,7 @@ class Trainer:
         the gradient is not finite (then nothing is changed: no step, no EMA update)."""
         config = self.config
         graph, targets = self.caches["train"].batch(indices, self.dtype, config.device)
-        loss = batch_loss(self.potential, graph, targets, config)
+        loss = batch_loss(self.potential, graph, targets, self.loss_config)
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return None
@@ -199,7 +209,7 @@ class Trainer:
         config = self.config
         metrics = error_metrics(self.ema.shadow, self.caches["valid"], config.batch_size,
                                 self.dtype, config.device)
-        return metrics, dataset_loss(metrics, config)
+        return metrics, dataset_loss(metrics, self.loss_config)
 
     def run(self) -> RunState:
         """Epochs until ``config.epochs``, early stopping or ``max_minutes``; a checkpoint
@@ -209,6 +219,8 @@ class Trainer:
                    disable=not config.progress, initial=self.state.epoch, total=config.epochs)
         try:
             for _ in bar:
+                if self._stage_two_due(time.perf_counter() - start):
+                    self._start_stage_two()
                 row = self._epoch()
                 self.state.seconds = seconds_before + time.perf_counter() - start
                 row["minutes"] = self.state.seconds / 60  # wall time trained, all sessions
@@ -234,6 +246,7 @@ class Trainer:
         self.state.epoch += 1
         row = {"epoch": self.state.epoch, "train_loss": train_loss, "valid_loss": valid_loss,
                "lr": self.optimizer.param_groups[0]["lr"], "skipped_steps": skipped,
+               "stage": self.state.stage,
                **{f"valid_{k}": v for k, v in metrics.items() if isinstance(v, float)}}
         self.state.history.append(row)
         return row
@@ -250,11 +263,39 @@ class Trainer:
             self.state.bad_epochs += 1
 
     def _should_stop(self, seconds: float) -> bool:
-        """Early stopping, or this session's wall time (``seconds``) over max_minutes."""
+        """Early stopping, or this session's wall time (``seconds``) over max_minutes.
+        Early stopping in the first stage starts the second instead, when there is one."""
         config = self.config
         if self.state.bad_epochs >= config.early_stopping_patience:
+            if self.state.stage == 1 and config.stage_two_fraction > 0:
+                self._start_stage_two()
+                return False
             return True
         return bool(config.max_minutes) and seconds > 60 * config.max_minutes
+
+    def _stage_two_due(self, seconds: float) -> bool:
+        """Whether the second stage should begin before the next epoch: the run is in its
+        first stage and past 1 - stage_two_fraction of its epochs or of max_minutes
+        (``seconds``: this session's wall time)."""
+        config = self.config
+        if self.state.stage != 1 or config.stage_two_fraction <= 0:
+            return False
+        first = 1.0 - config.stage_two_fraction
+        by_minutes = bool(config.max_minutes) and seconds >= first * 60 * config.max_minutes
+        return self.state.epoch >= first * config.epochs or by_minutes
+
+    def _start_stage_two(self) -> None:
+        """Switch to the second stage's loss weights and learning rate. The validation loss
+        changes meaning, so the best loss, the early-stopping count and the scheduler start
+        afresh: best.mpnn is replaced by the first second-stage validation."""
+        self.state.stage = 2
+        self.state.best, self.state.bad_epochs = math.inf, 0
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.stage_two_lr
+        self.scheduler = self._new_scheduler()
+        tqdm.write(f"epoch {self.state.epoch}: second stage, lr {self.config.stage_two_lr:g}, "
+                   f"loss weights E {self.loss_config.energy_weight:g}, F "
+                   f"{self.loss_config.forces_weight:g}, S {self.loss_config.stress_weight:g}")
 
 
 def _provenance(config: TrainConfig, row: dict) -> dict:
