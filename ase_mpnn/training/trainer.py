@@ -106,6 +106,7 @@ class Trainer:
         self.optimizer = OPTIMIZERS[config.optimizer](
             potential.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         self.scheduler = self._new_scheduler()
+        self._stage_two_config = config.stage_two_weights()  # built once, not every step
         self.ema = EMA(potential, config.ema_decay)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.state = RunState()
@@ -119,7 +120,7 @@ class Trainer:
     @property
     def loss_config(self) -> TrainConfig:
         """The config whose loss weights the current stage trains and validates with."""
-        return self.config.stage_two_weights() if self.state.stage == 2 else self.config
+        return self._stage_two_config if self.state.stage == 2 else self.config
 
     @property
     def checkpoint(self) -> Path:
