@@ -117,6 +117,32 @@ def test_registered_and_rebuilt_from_hyperparameters(cls):
     clone.load_state_dict(model.state_dict(), strict=True)
 
 
+def test_mace_first_self_connection():
+    """``first_self_connection`` adds mace-torch's residual term to the first layer only:
+    its output is the plain layer's plus Linear_z(embedding), a learned vector per element;
+    without it, layer 0 has no such weights (model files written before the option load)."""
+    plain = make_model(MACE, hidden_l_max=0).double()
+    residual = make_model(MACE, hidden_l_max=0, first_self_connection=True).double()
+    assert plain.layers[0].self_connection is None
+    assert residual.layers[0].self_connection is not None
+    assert plain.hyperparameters["first_self_connection"] is False
+    extra = set(residual.state_dict()) - set(plain.state_dict())
+    assert extra and all(key.startswith("layers.0.self_connection.") for key in extra)
+    residual.load_state_dict(plain.state_dict(), strict=False)  # the shared weights equal
+    graph = geometry_graph(rattled_triclinic_cell(SPECIES))
+    inputs = residual.edge_inputs(graph)
+    with torch.no_grad():
+        h0 = residual.embedding(inputs.species)
+        difference = residual.layers[0](h0, inputs) - plain.layers[0](h0, inputs)
+        per_element = residual.layers[0].self_connection(h0, inputs.onehot)
+    assert torch.allclose(difference, per_element, rtol=0, atol=1e-12)
+    for z in (0, 1):  # one vector per element, different between elements
+        rows = per_element[inputs.species == z]
+        assert torch.allclose(rows, rows[:1].expand_as(rows), rtol=0, atol=1e-12)
+    cu, ni = per_element[inputs.species == 0][0], per_element[inputs.species == 1][0]
+    assert (cu - ni).abs().max() > 1e-3
+
+
 # --- equivariance of the node features ----------------------------------------------------
 @pytest.mark.parametrize("cls", [NequIP, MACE])
 @pytest.mark.parametrize("improper", [False, True])

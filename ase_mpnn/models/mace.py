@@ -17,8 +17,9 @@ coefficients) and W depends on the element z_i of the centre atom. A product of 
 two-body A's is a (nu+1)-body function of the neighbourhood, obtained at the cost of one
 neighbour sum: that is MACE's trick. The message m_i = Linear(B_i) updates the features,
 h_i <- m_i + Linear_z(h_i) (an element-dependent self-connection, absent in the first
-layer), and each layer reads out an energy from its scalars; the per-atom energy is the
-sum over layers (the last readout a small MLP). The product basis is
+layer unless ``first_self_connection``, as in mace-torch's residual first block), and
+each layer reads out an energy from its scalars; the per-atom energy is the sum over
+layers (the last readout a small MLP). The product basis is
 ``ase_mpnn.models.mace_product``; the embeddings and the convolution are shared with
 NequIP (``ase_mpnn.models.equivariant_base``, ``ase_mpnn.nn.convolution``).
 
@@ -60,7 +61,7 @@ class MACELayer(nn.Module):
         correlation: int,
         n_species: int,
         radial: dict,
-        first: bool,
+        self_connection: bool,
     ):
         super().__init__()
         irreps_a = natural_irreps(max_ell, n_channels)
@@ -71,9 +72,10 @@ class MACELayer(nn.Module):
         self.product = SymmetricContraction(n_channels, max_ell, [ir.l for _, ir in irreps_out],
                                             correlation, n_species)
         self.linear_out = o3.Linear(self.product.irreps_out, irreps_out)
-        # MACE's first layer has no residual: its input is only the element embedding
-        self.self_connection = None if first else o3.FullyConnectedTensorProduct(
-            irreps_in, species_irreps(n_species), irreps_out)
+        # h <- m + Linear_z(h); in a first layer h is the element embedding, so the term is
+        # a learned vector per element (an element-dependent offset of the readout input)
+        self.self_connection = o3.FullyConnectedTensorProduct(
+            irreps_in, species_irreps(n_species), irreps_out) if self_connection else None
         self.irreps_out = o3.Irreps(irreps_out)
 
     def forward(self, h: torch.Tensor, inputs: EdgeInputs) -> torch.Tensor:
@@ -104,6 +106,9 @@ class MACE(EquivariantModel):
         radial_hidden, radial_layers: width and number of hidden layers of the radial MLPs.
         readout_hidden: hidden width of the last layer's readout MLP.
         avg_num_neighbors: fixed divisor of the neighbour sums.
+        first_self_connection: give the first layer the self-connection too (mace-torch's
+            default ``RealAgnosticResidualInteractionBlock`` first block). Off by default,
+            which keeps model files written before the option loadable.
     """
 
     architecture = "MACE"
@@ -123,6 +128,7 @@ class MACE(EquivariantModel):
         radial_layers: int = 3,
         readout_hidden: int = 16,
         avg_num_neighbors: float = 20.0,
+        first_self_connection: bool = False,
     ):
         super().__init__(species, cutoff)
         n_features = check_integer("n_features", n_features, 1)
@@ -141,6 +147,7 @@ class MACE(EquivariantModel):
             correlation=correlation, n_layers=n_layers, n_basis=n_basis, p=p,
             radial_hidden=radial_hidden, radial_layers=radial_layers,
             readout_hidden=readout_hidden, avg_num_neighbors=avg_num_neighbors,
+            first_self_connection=bool(first_self_connection),
         )
         self._build_embeddings(n_features, max_ell, n_basis, p)  # features: k x 0e
         radial = dict(n_basis=n_basis, radial_hidden=radial_hidden, radial_layers=radial_layers,
@@ -152,7 +159,8 @@ class MACE(EquivariantModel):
         irreps_in = [scalars, *self.layer_irreps[:-1]]  # the embedding, then each output
         self.layers = nn.ModuleList(
             MACELayer(irreps_in[t], self.layer_irreps[t], self.sh.irreps_out, n_features,
-                      max_ell, correlation, len(self.species), radial, first=t == 0)
+                      max_ell, correlation, len(self.species), radial,
+                      self_connection=t > 0 or bool(first_self_connection))
             for t in range(n_layers)
         )
         self.readouts = self._build_readouts(n_features, readout_hidden)

@@ -40,6 +40,10 @@ SMALL: dict[str, Preset] = {
     # l = 1 features between the layers and products of three A's
     "MACE": ("MACE", dict(n_features=8, n_layers=2, max_ell=2, hidden_l_max=1, correlation=3,
                           radial_hidden=16, radial_layers=2)),
+    # mace-torch's residual first block (the accuracy benchmark's recipe)
+    "MACE-first-self-connection": ("MACE", dict(n_features=8, n_layers=2, max_ell=2,
+                                                hidden_l_max=0, correlation=3, radial_hidden=16,
+                                                radial_layers=2, first_self_connection=True)),
 }
 
 #: the benchmark average neighbour count of fcc Cu within 5 A (the equivariant divisor)
