@@ -221,3 +221,55 @@ def test_early_stopping_starts_the_second_stage(emt_file, tmp_path):
     assert rows[first_of_stage_two]["lr"] == 1e-3  # stage_two_lr's default
     with pytest.raises(ValueError, match="stage_two_fraction"):
         TrainConfig(stage_two_fraction=1.0)
+
+
+def _cosine(first, final, progress):
+    return first * (final + (1 - final) * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def test_cosine_schedule_anneals_each_stage(emt_file, tmp_path):
+    """scheduler "cosine", 4 epochs, second stage for the last half: each row's lr (that of
+    the epoch's last step, after 12 of the 16 training frames) follows half a cosine from lr
+    to lr_final_factor x lr over epochs 1-2, then from stage_two_lr over epochs 3-4; the
+    plateau rule never changes it."""
+    from ase.io import read
+
+    frames = read(emt_file, ":")
+    write(tmp_path / "train.extxyz", frames[:16])
+    write(tmp_path / "valid.extxyz", frames[16:])
+    out = tmp_path / "run"
+    train(TrainConfig(
+        data=str(tmp_path / "train.extxyz"), valid_data=str(tmp_path / "valid.extxyz"),
+        test_fraction=0.0, hyperparameters=TINY, cutoff=4.0, epochs=4, batch_size=4, lr=5e-3,
+        scheduler="cosine", lr_final_factor=0.1, scheduler_patience=0, scheduler_factor=0.01,
+        stage_two_fraction=0.5, stage_two_energy_weight=None, stage_two_lr=1e-3,
+        output=str(out), progress=False))
+    rows = _stage_rows(out)
+    assert [row["stage"] for row in rows] == [1, 1, 2, 2]
+    spent = [(epoch + 12 / 16) / 4 for epoch in range(4)]
+    expected = [_cosine(5e-3, 0.1, spent[0] / 0.5), _cosine(5e-3, 0.1, spent[1] / 0.5),
+                _cosine(1e-3, 0.1, (spent[2] - 0.5) / 0.5),
+                _cosine(1e-3, 0.1, (spent[3] - 0.5) / 0.5)]
+    assert [row["lr"] for row in rows] == pytest.approx(expected, rel=1e-12)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["stage_start"] == 0.5
+
+
+def test_budget_spent_is_the_larger_of_epochs_and_minutes(monkeypatch):
+    """The cosine schedule's clock: epochs done / epochs or this session's minutes /
+    max_minutes, whichever is further along, at most 1."""
+    from ase_mpnn.training import trainer as trainer_module
+
+    trainer = trainer_module.Trainer.__new__(trainer_module.Trainer)
+    trainer.config = TrainConfig(epochs=10, max_minutes=2.0)
+    trainer.state = trainer_module.RunState(epoch=3)
+    trainer.session_start = 100.0
+    for seconds, expected in ((30.0, 0.35), (90.0, 0.75), (500.0, 1.0)):
+        monkeypatch.setattr(trainer_module.time, "perf_counter", lambda s=seconds: 100.0 + s)
+        assert trainer.budget_spent(0.5) == pytest.approx(expected, rel=1e-12)
+
+
+def test_bad_schedule_options_are_named():
+    with pytest.raises(ValueError, match="scheduler = 'linear'.*plateau"):
+        TrainConfig(scheduler="linear")
+    with pytest.raises(ValueError, match="lr_final_factor = 2"):
+        TrainConfig(lr_final_factor=2)

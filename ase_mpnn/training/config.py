@@ -10,6 +10,8 @@ from ..loading import DEFAULT_DTYPE
 DEFAULT_LR = 1e-3  # learning rate of a fresh training
 FINE_TUNE_LR = 2e-4  # a fine-tuning run starts near a minimum: smaller steps keep it there
 
+SCHEDULERS = ("plateau", "cosine")  # learning-rate schedules (TrainConfig.scheduler)
+
 #: option names of earlier releases -> their current names (accepted by ``from_dict``)
 ALIASES = {"atomic_energies": "reference_energies"}
 
@@ -61,8 +63,15 @@ class TrainConfig:
     optimizer: str = "adamw"
     clip_grad: float = 10.0
     max_skipped_steps: int = 5  # non-finite steps in a row before TrainingDiverged
+    # "plateau": lr *= scheduler_factor after scheduler_patience epochs without a new best
+    # validation loss; "cosine": lr follows half a cosine from its start to
+    # lr_final_factor x start over each stage's share of the budget (epochs or max_minutes,
+    # whichever runs out first), updated every step: a run stopped by its time limit ends
+    # annealed instead of at whatever lr the plateaus left
+    scheduler: str = "plateau"
     scheduler_patience: int = 5
     scheduler_factor: float = 0.5
+    lr_final_factor: float = 0.01
     ema_decay: float = 0.99
     early_stopping_patience: int = 30
     # mace-torch's "Stage Two": the last stage_two_fraction of the run (of the epochs, or of
@@ -90,6 +99,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.label_keys()  # raises ValueError for contradicting keys
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler = {self.scheduler!r}: choose one of {SCHEDULERS}")
+        if not 0 <= self.lr_final_factor <= 1:
+            raise ValueError(f"lr_final_factor = {self.lr_final_factor!r}: need 0 <= factor "
+                             "<= 1 (the last lr as a fraction of the first)")
         if not 0 <= self.stage_two_fraction < 1:
             raise ValueError(f"stage_two_fraction = {self.stage_two_fraction!r}: need "
                              "0 <= fraction < 1 (0: no second stage)")

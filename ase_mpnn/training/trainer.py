@@ -82,6 +82,7 @@ class RunState:
     seconds: float = 0.0  # wall time trained, over all resumptions
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient, in all
     stage: int = 1  # 2 once the second stage (config.stage_two_fraction) has begun
+    stage_start: float = 0.0  # fraction of the budget spent when this stage began
 
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any]) -> "RunState":
@@ -111,6 +112,7 @@ class Trainer:
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.state = RunState()
         self.skipped_in_a_row = 0  # steps skipped since the last good one (across epochs)
+        self.session_start = time.perf_counter()  # max_minutes counts from here
 
     def _new_scheduler(self) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -165,6 +167,8 @@ class Trainer:
         losses, skipped = [], 0
         for number, k in enumerate(range(0, len(order), config.batch_size), start=1):
             indices = order[k:k + config.batch_size]
+            if config.scheduler == "cosine":
+                self._anneal(self.budget_spent(k / len(order)))
             loss = self._step(indices)
             if loss is not None:
                 losses.append(loss)
@@ -216,6 +220,7 @@ class Trainer:
         """Epochs until ``config.epochs``, early stopping or ``max_minutes``; a checkpoint
         after every epoch and on Ctrl-C (then KeyboardInterrupt goes on up)."""
         config, start, seconds_before = self.config, time.perf_counter(), self.state.seconds
+        self.session_start = start
         bar = tqdm(range(self.state.epoch, config.epochs), desc="training", unit="epoch",
                    disable=not config.progress, initial=self.state.epoch, total=config.epochs)
         try:
@@ -242,7 +247,8 @@ class Trainer:
         """Train, validate, step the scheduler; returns (and records) the metrics.csv row."""
         train_loss, skipped = self.train_epoch()
         metrics, valid_loss = self.validate()
-        if math.isfinite(valid_loss):  # a NaN would make the scheduler's comparisons moot
+        # a NaN would make the plateau scheduler's comparisons moot
+        if self.config.scheduler == "plateau" and math.isfinite(valid_loss):
             self.scheduler.step(valid_loss)
         self.state.epoch += 1
         row = {"epoch": self.state.epoch, "train_loss": train_loss, "valid_loss": valid_loss,
@@ -289,7 +295,7 @@ class Trainer:
         """Switch to the second stage's loss weights and learning rate. The validation loss
         changes meaning, so the best loss, the early-stopping count and the scheduler start
         afresh: best.mpnn is replaced by the first second-stage validation."""
-        self.state.stage = 2
+        self.state.stage, self.state.stage_start = 2, self.budget_spent()
         self.state.best, self.state.bad_epochs = math.inf, 0
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.stage_two_lr
@@ -297,6 +303,33 @@ class Trainer:
         tqdm.write(f"epoch {self.state.epoch}: second stage, lr {self.config.stage_two_lr:g}, "
                    f"loss weights E {self.loss_config.energy_weight:g}, F "
                    f"{self.loss_config.forces_weight:g}, S {self.loss_config.stress_weight:g}")
+
+    def budget_spent(self, epoch_fraction: float = 0.0) -> float:
+        """The fraction of the run's budget spent, in [0, 1]: the larger of the epochs done
+        (plus ``epoch_fraction`` of the current one) over ``epochs`` and this session's wall
+        time over ``max_minutes`` (the clock ``max_minutes`` stops on)."""
+        config = self.config
+        spent = (self.state.epoch + epoch_fraction) / config.epochs
+        if config.max_minutes:
+            seconds = time.perf_counter() - self.session_start
+            spent = max(spent, seconds / (60.0 * config.max_minutes))
+        return min(1.0, spent)
+
+    def _anneal(self, spent: float) -> None:
+        """Set the cosine schedule's lr for the budget fraction ``spent``: half a cosine from
+        the stage's first lr (``lr``, or ``stage_two_lr``) down to ``lr_final_factor`` times
+        it, over the stage's share of the budget (the first stage ends where the second is
+        due, the second at the end of the budget)."""
+        config = self.config
+        if self.state.stage == 1:
+            first, begin, end = config.learning_rate, 0.0, 1.0 - config.stage_two_fraction
+        else:
+            first, begin, end = config.stage_two_lr, self.state.stage_start, 1.0
+        progress = min(1.0, max(0.0, (spent - begin) / max(end - begin, 1e-12)))
+        final = config.lr_final_factor
+        lr = first * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
 
 def _provenance(config: TrainConfig, row: dict) -> dict:
