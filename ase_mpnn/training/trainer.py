@@ -219,16 +219,16 @@ class Trainer:
     def run(self) -> RunState:
         """Epochs until ``config.epochs``, early stopping or ``max_minutes``; a checkpoint
         after every epoch and on Ctrl-C (then KeyboardInterrupt goes on up)."""
-        config, start, seconds_before = self.config, time.perf_counter(), self.state.seconds
-        self.session_start = start
+        config, seconds_before = self.config, self.state.seconds
+        self.session_start = time.perf_counter()
         bar = tqdm(range(self.state.epoch, config.epochs), desc="training", unit="epoch",
                    disable=not config.progress, initial=self.state.epoch, total=config.epochs)
         try:
             for _ in bar:
-                if self._stage_two_due(time.perf_counter() - start):
+                if self._stage_two_due(self.session_seconds()):
                     self._start_stage_two()
                 row = self._epoch()
-                self.state.seconds = seconds_before + time.perf_counter() - start
+                self.state.seconds = seconds_before + self.session_seconds()
                 row["minutes"] = self.state.seconds / 60  # wall time trained, all sessions
                 self._keep_if_best(row)
                 self.save_checkpoint()
@@ -236,7 +236,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{row['train_loss']:.3g}",
                                 E=f"{1e3 * row.get('valid_energy_mae', math.nan):.1f}meV/at",
                                 F=f"{1e3 * row.get('valid_forces_mae', 0):.0f}meV/A")
-                if self._should_stop(time.perf_counter() - start):
+                if self._should_stop(self.session_seconds()):
                     break
         except KeyboardInterrupt:
             self.save_checkpoint()
@@ -304,6 +304,10 @@ class Trainer:
                    f"loss weights E {self.loss_config.energy_weight:g}, F "
                    f"{self.loss_config.forces_weight:g}, S {self.loss_config.stress_weight:g}")
 
+    def session_seconds(self) -> float:
+        """Wall time since this session's ``run()`` began (the clock of ``max_minutes``)."""
+        return time.perf_counter() - self.session_start
+
     def budget_spent(self, epoch_fraction: float = 0.0) -> float:
         """The fraction of the run's budget spent, in [0, 1]: the larger of the epochs done
         (plus ``epoch_fraction`` of the current one) over ``epochs`` and this session's wall
@@ -311,8 +315,7 @@ class Trainer:
         config = self.config
         spent = (self.state.epoch + epoch_fraction) / config.epochs
         if config.max_minutes:
-            seconds = time.perf_counter() - self.session_start
-            spent = max(spent, seconds / (60.0 * config.max_minutes))
+            spent = max(spent, self.session_seconds() / (60.0 * config.max_minutes))
         return min(1.0, spent)
 
     def _anneal(self, spent: float) -> None:
