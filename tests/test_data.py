@@ -20,7 +20,7 @@ from ase.calculators.emt import EMT
 from ase.db import connect
 from ase.io import write
 
-from ase_mpnn import keys
+from ase_mpnn import MPNNCalculator, keys
 from ase_mpnn.cli import main
 from ase_mpnn.training import TrainConfig, train
 from ase_mpnn.training.datacheck import check_data, format_report
@@ -31,7 +31,7 @@ from ase_mpnn.training.samples import (
     DataError,
     GraphCache,
     apply_config_type_weights,
-    energy_statistics,
+    energy_scale,
     fit_reference_energies,
     read_samples,
 )
@@ -181,11 +181,16 @@ def test_isolated_atoms_give_e0_exactly_and_are_not_in_splits(tmp_path, bulk_fra
     config.reference_energies = {"Cu": -1.0}
     assert build_potential(config, splits["train"], e0).reference_energies.tolist() == [
         -0.456, -1.0]
-    # with isolated-atom E0 the per-element shift carries each element's cohesive energy:
-    # E0 + shift is the least-squares per-element energy, as if E0 had been fitted
-    both = potential.reference_energies + potential.shift
-    free = fit_reference_energies(splits["train"], ["Ni", "Cu"])
-    assert both.tolist() == pytest.approx([free["Ni"], free["Cu"]], abs=1e-9)
+    # no shift: a lone atom (any cell, periodic or not) gets exactly its E0 from the
+    # calculator, a far-apart pair the sum of theirs, whatever the weights
+    assert potential.shift.tolist() == [0.0, 0.0]
+    calc = MPNNCalculator(potential, dtype="float64")
+    for atoms, e0 in [(Atoms("Cu", cell=[12] * 3, pbc=True), -0.123),
+                      (Atoms("Ni"), -0.456),
+                      (Atoms("CuNi", positions=[[0, 0, 0], [0, 0, 9.0]]), -0.579)]:
+        atoms.calc = calc
+        assert atoms.get_potential_energy() == pytest.approx(e0, abs=1e-12)
+        assert np.abs(atoms.get_forces()).max() == 0.0
 
 
 def test_partial_labels_train_one_epoch(tmp_path, bulk_frames):
@@ -196,10 +201,13 @@ def test_partial_labels_train_one_epoch(tmp_path, bulk_frames):
     samples = read_samples(tmp_path / "partial.extxyz", require_forces=False)
     assert sum(s.energy is None for s in samples) == 3
     assert sum(s.forces is None for s in samples) == 3
-    # E0 and the shift from frames with an energy; the scale from frames with forces
+    # E0 from frames with an energy; the scale (RMS force) from frames with forces
     e0 = fit_reference_energies(samples, ["Ni", "Cu"])
-    shift, scale = energy_statistics(samples, e0)
-    assert np.isfinite([*shift.values(), scale, *e0.values()]).all()
+    scale = energy_scale(samples, e0)
+    rms = np.sqrt(np.mean(np.concatenate([s.forces for s in samples if s.forces is not None]) ** 2))
+    assert np.isfinite(list(e0.values())).all() and scale == pytest.approx(rms, rel=1e-12)
+    no_forces = [s for s in samples if s.forces is None]
+    assert energy_scale(no_forces, e0) > 0 and energy_scale([], e0) == 1.0
     _, targets = GraphCache(samples, 4.0, ["Ni", "Cu"]).batch(range(len(samples)), torch.float64)
     assert targets["energy_mask"].tolist() == [True] * 3 + [False] * 3 + [True] * 4
     assert torch.isfinite(targets["energy"]).all() and targets["energy"][3:6].eq(0).all()

@@ -47,7 +47,7 @@ from .samples import (
     Sample,
     apply_config_type_weights,
     as_paths,
-    energy_statistics,
+    energy_scale,
     fit_reference_energies,
     mean_neighbor_count,
     read_samples,
@@ -65,11 +65,12 @@ VALID_LOSS = ("energy_weight * MSE(E/N) + forces_weight * MSE(F) + stress_weight
 
 def build_potential(config: TrainConfig, train_samples: Sequence[Sample],
                     isolated_atoms: dict[str, float] | None = None) -> Potential:
-    """A fresh potential whose E0, shift and scale come from the training data.
+    """A fresh potential whose E0 and scale come from the training data, with no shift.
 
     E0 (eV) per element: ``config.reference_energies`` first, then ``isolated_atoms`` (from
     the data's IsolatedAtom frames), the other elements fitted by least squares to the
-    training frames with an energy, the given ones held fixed.
+    training frames with an energy, the given ones held fixed. The scale is the RMS force
+    (``energy_scale``); the shift is 0, so an atom with no neighbours gets exactly its E0.
     """
     species = config.species or species_of(train_samples)
     model = build_model(config.architecture, species, config.cutoff,
@@ -78,9 +79,7 @@ def build_potential(config: TrainConfig, train_samples: Sequence[Sample],
     given.update(config.reference_energies or {})
     e0 = {**fit_reference_energies(train_samples, species, fixed=given),
           **(config.reference_energies or {})}
-    shift, scale = energy_statistics(train_samples, e0)  # shift per element, eV/atom
-    return Potential(model, scale=scale, shift=[shift.get(x, 0.0) for x in species],
-                     reference_energies=e0)
+    return Potential(model, scale=energy_scale(train_samples, e0), reference_energies=e0)
 
 
 def model_hyperparameters(config: TrainConfig, train_samples: Sequence[Sample]
