@@ -37,7 +37,7 @@ from torch import nn
 
 from .chunks import map_chunks, split_edges, uniform_chunks
 from .e3nn_patches import exact_constants_
-from .equivariant import EdgeInputs, RadialMLP
+from .equivariant import EdgeInputs, RadialMLP, radial_weights
 from .neighbor_matrix import CouplingTables
 from .scatter import scatter_sum
 
@@ -76,7 +76,7 @@ class EdgeTensorProduct(o3.TensorProduct):
                      radial: RadialMLP) -> torch.Tensor:
         """h (n_atoms, irreps_in.dim) -> (n_atoms, irreps_out.dim): the tensor product on
         each row of ``inputs``, summed onto its centre atom."""
-        weights = radial(inputs.basis, inputs.envelope)
+        weights = radial_weights(radial, inputs)
         h_neighbors = h.index_select(0, inputs.neighbors)
         return scatter_sum(self(h_neighbors, inputs.sh, weights), inputs.centers, h.shape[0])
 
@@ -142,7 +142,7 @@ class ScalarProducts(nn.Module):
     def neighbor_sum(self, h: torch.Tensor, inputs: EdgeInputs,
                      radial: RadialMLP) -> torch.Tensor:
         """h (n_atoms, mul) -> (n_atoms, irreps_out.dim), summed over each atom's rows."""
-        weights = radial(inputs.basis, inputs.envelope)
+        weights = radial_weights(radial, inputs)
         h_neighbors = h.index_select(0, inputs.neighbors)
         return self.summed(h_neighbors, inputs.sh, weights, inputs.centers, h.shape[0])
 
@@ -211,12 +211,23 @@ class NeighborMatrixProducts(nn.Module):
         h_permuted = h.index_select(1, self.in_permutation)
         chunks = uniform_chunks(h.shape[0], slots)
         # the message is bilinear in weights and Y: the envelope goes on the narrower Y
-        pieces = split_edges(chunks, inputs.sh * inputs.envelope[:, None], inputs.basis,
-                             inputs.neighbors)
+        # (and zeroes the padded rows, whatever weights they read)
+        y = inputs.sh * inputs.envelope[:, None]
+        if inputs.bond_of_row is None:
+            pieces = split_edges(chunks, y, inputs.basis, inputs.neighbors)
+
+            def weights(basis: torch.Tensor) -> torch.Tensor:
+                return radial(basis, None)
+        else:
+            pieces = split_edges(chunks, y, inputs.bond_of_row, inputs.neighbors)
+            bond_weights = radial(inputs.bond_basis, None)
+
+            def weights(bond_of_row: torch.Tensor) -> torch.Tensor:
+                return bond_weights.index_select(0, bond_of_row)
 
         def block(k: int) -> torch.Tensor:
-            y, basis, neighbors = pieces[k]
-            return self.block(h_permuted, y, radial(basis, None), neighbors, slots)
+            y, rows, neighbors = pieces[k]
+            return self.block(h_permuted, y, weights(rows), neighbors, slots)
 
         return map_chunks(block, chunks)
 

@@ -22,6 +22,8 @@ from e3nn import o3
 from torch import nn
 
 from .. import keys
+from .chunks import CHECKPOINT_EDGES
+from .edge_pairs import edge_pairs
 from .neighbor_matrix import neighbor_slots, to_slots
 from .radial import BesselBasis, PolynomialCutoff
 
@@ -161,6 +163,14 @@ class EdgeInputs(NamedTuple):
         centers: (rows,) int64, centre atom i of each row.
         neighbors: (rows,) int64, neighbour atom j of each row (0 on padded rows).
         slots: columns of the neighbour matrix, or 0 when the rows are the edges.
+        bond_basis: (n_bonds, n_basis) float, the basis of each bond's length (a bond is
+            an edge and its reverse, ``ase_mpnn.nn.edge_pairs``), or None.
+        bond_envelope: (n_bonds,) float, u of each bond's length, or None.
+        bond_of_row: (rows,) int64, the bond of each row (0 on padded rows), or None.
+
+    With the bond fields, the radial MLPs run once per bond (``radial_weights``); they
+    are None for graphs so large that their edge work is checkpointed in groups
+    (``ase_mpnn.nn.chunks``), where one bond-sized tensor would hold the whole graph.
     """
 
     species: torch.Tensor
@@ -171,17 +181,33 @@ class EdgeInputs(NamedTuple):
     centers: torch.Tensor
     neighbors: torch.Tensor
     slots: int
+    bond_basis: torch.Tensor | None = None
+    bond_envelope: torch.Tensor | None = None
+    bond_of_row: torch.Tensor | None = None
+
+
+def radial_weights(radial: RadialMLP, inputs: EdgeInputs) -> torch.Tensor:
+    """R(r) u(r) of every row of ``inputs`` (rows, radial's n_out), from one radial MLP call
+    per bond when ``inputs`` has bonds, else per row."""
+    if inputs.bond_of_row is None:
+        return radial(inputs.basis, inputs.envelope)
+    return radial(inputs.bond_basis, inputs.bond_envelope).index_select(0, inputs.bond_of_row)
 
 
 def edge_inputs(graph: dict[str, torch.Tensor], sh: EdgeSphericalHarmonics,
                 radial: RadialEmbedding, n_species: int) -> EdgeInputs:
     """The ``EdgeInputs`` of a graph that carries edge geometry (``keys.EDGE_VECTORS`` and
-    ``keys.EDGE_LENGTHS``, Angstrom), in the neighbour-matrix layout when its padding is
-    small enough (``neighbor_slots``), else on the edges."""
+    ``keys.EDGE_LENGTHS``, Angstrom, ``keys.CELL_SHIFTS``), in the neighbour-matrix layout
+    when its padding is small enough (``neighbor_slots``), else on the edges; with the
+    bonds (``edge_pairs``) unless the graph has more than CHECKPOINT_EDGES edges."""
     species = graph[keys.SPECIES]
     centers, neighbors = graph[keys.EDGE_INDEX]
     vectors, lengths = graph[keys.EDGE_VECTORS], graph[keys.EDGE_LENGTHS]
     n_atoms, n_slots = species.shape[0], 0
+    bonds = None
+    if 0 < centers.shape[0] <= CHECKPOINT_EDGES:
+        bond_of_row, first_edge = edge_pairs(centers, neighbors, graph[keys.CELL_SHIFTS])
+        bonds = (*radial(lengths.index_select(0, first_edge)), bond_of_row)
     slots = neighbor_slots(centers, n_atoms)
     if slots is not None:
         positions, n_slots = slots
@@ -190,8 +216,10 @@ def edge_inputs(graph: dict[str, torch.Tensor], sh: EdgeSphericalHarmonics,
         lengths = to_slots(lengths, positions, rows, far)
         neighbors = to_slots(neighbors, positions, rows, 0)
         centers = torch.arange(n_atoms, device=centers.device).repeat_interleave(n_slots)
+        if bonds is not None:
+            bonds = (*bonds[:2], to_slots(bonds[2], positions, rows, 0))
     harmonics = sh(vectors)
     basis, envelope = radial(lengths)
     onehot = nn.functional.one_hot(species, n_species).to(harmonics.dtype)
-    return EdgeInputs(species=species, onehot=onehot, sh=harmonics, basis=basis,
-                      envelope=envelope, centers=centers, neighbors=neighbors, slots=n_slots)
+    return EdgeInputs(species, onehot, harmonics, basis, envelope, centers, neighbors, n_slots,
+                      *(bonds or ()))

@@ -1,0 +1,57 @@
+"""Edges that are one bond seen from its two ends, so that radial work is done once per bond.
+
+A full neighbour list holds every bond twice: i -> j + S (neighbour j in the periodic image
+shifted by the integer cell vector S) and j -> i - S. Their vectors are opposite,
+
+    r_ij = x_j - x_i + S @ cell = -(x_i - x_j - S @ cell) = -r_ji,
+
+so their lengths, and everything that depends only on the length (the Bessel basis, the
+envelope, the radial MLP's tensor-product weights), are the same functions of the
+positions and the cell. Computing the radial MLP once per bond and reading it from both
+edges gives the same energy, and, because the two lengths are the same function, the same
+forces and stress; it halves the edge-sized matrix products of the radial MLPs, which with
+their double backward dominate a training step of MACE- and NequIP-style models.
+
+An edge with no reverse in the list (a list that is not full) is a bond of its own, so the
+pairing is always correct; it is only faster for full lists.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def edge_pairs(centers: torch.Tensor, neighbors: torch.Tensor, shifts: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bond of every edge, and one edge of every bond.
+
+    Args:
+        centers, neighbors: (n_edges,) int64 atoms i and j of each edge i -> j + S.
+        shifts: (n_edges, 3) float or int, the integer cell shifts S (zeros without
+            periodicity).
+
+    Returns:
+        (bond_of_edge (n_edges,) int64 in [0, n_bonds), first_edge (n_bonds,) int64: the
+        lowest edge index of each bond). Edges i -> j + S and j -> i - S get the same bond.
+    """
+    n_edges = centers.shape[0]
+    s = shifts.round().to(torch.int64)
+    # orient each edge canonically: from the lower atom index; for an atom's own images
+    # (i == j), towards the image whose first non-zero shift component is positive
+    flip = (centers > neighbors) | ((centers == neighbors) & _first_nonzero_negative(s))
+    low = torch.where(flip, neighbors, centers)
+    high = torch.where(flip, centers, neighbors)
+    s = torch.where(flip[:, None], -s, s)
+    key = torch.cat([low[:, None], high[:, None], s], dim=1)
+    _, bond_of_edge = torch.unique(key, dim=0, return_inverse=True)
+    n_bonds = int(bond_of_edge.max()) + 1 if n_edges else 0
+    edges = torch.arange(n_edges, device=centers.device)
+    first_edge = torch.full((n_bonds,), n_edges, dtype=torch.int64, device=centers.device)
+    first_edge.scatter_reduce_(0, bond_of_edge, edges, reduce="amin")
+    return bond_of_edge, first_edge
+
+
+def _first_nonzero_negative(s: torch.Tensor) -> torch.Tensor:
+    """(n, 3) int64 -> (n,) bool: the first non-zero component of each row is negative."""
+    x, y, z = s.unbind(1)
+    return (x < 0) | ((x == 0) & ((y < 0) | ((y == 0) & (z < 0))))

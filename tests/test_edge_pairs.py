@@ -1,0 +1,92 @@
+"""Bonds: an edge and its reverse share one radial-MLP evaluation (``ase_mpnn.nn.edge_pairs``).
+
+The shared evaluation is an optimisation only: energies, forces, stress and the training
+loss's parameter gradients equal the per-row computation, in both layouts of the
+convolution, on periodic cells with self-images, slabs, wires and molecules.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ase_mpnn import keys
+from ase_mpnn.graph import build_graph
+from ase_mpnn.models.presets import SMALL
+from ase_mpnn.nn import equivariant, neighbor_matrix
+from ase_mpnn.nn.edge_pairs import edge_pairs
+from ase_mpnn.potential import edge_geometry
+from ase_mpnn.testing import rattled_triclinic_cell
+from ase_mpnn.training.config import TrainConfig
+from ase_mpnn.training.loss import batch_loss
+from ase_mpnn.training.samples import GraphCache
+
+from .conftest import SPECIES, make_preset
+from .test_training_stability import mixed_samples
+
+EQUIVARIANT = sorted(name for name in SMALL if name.startswith(("MACE", "NequIP")))
+
+
+def _edges(graph):
+    centers, neighbors = graph[keys.EDGE_INDEX]
+    return centers, neighbors, graph[keys.CELL_SHIFTS]
+
+
+def test_each_bond_is_an_edge_and_its_reverse():
+    # 8 atoms in a cell smaller than the cutoff: atoms neighbour their own images
+    graph = build_graph(rattled_triclinic_cell(SPECIES), 5.0, SPECIES, dtype=torch.float64)
+    centers, neighbors, shifts = _edges(graph)
+    assert bool((centers == neighbors).any())
+    bond, first = edge_pairs(centers, neighbors, shifts)
+    assert torch.equal(bond[first], torch.arange(len(first)))
+    assert torch.bincount(bond).tolist() == [2] * len(first)  # a full list: two edges each
+    order = torch.argsort(bond, stable=True).view(-1, 2)
+    a, b = order[:, 0], order[:, 1]
+    assert torch.equal(centers[a], neighbors[b]) and torch.equal(neighbors[a], centers[b])
+    assert torch.equal(shifts[a], -shifts[b])
+    lengths = edge_geometry(graph, graph[keys.POSITIONS], graph[keys.CELL])[keys.EDGE_LENGTHS]
+    assert torch.equal(lengths[a], lengths[b])
+
+
+def test_edges_without_their_reverse_are_bonds_of_their_own():
+    graph = build_graph(rattled_triclinic_cell(SPECIES), 5.0, SPECIES, dtype=torch.float64)
+    centers, neighbors, shifts = _edges(graph)
+    keep = torch.arange(0, len(centers), 3)  # a list that is not full
+    bond, first = edge_pairs(centers[keep], neighbors[keep], shifts[keep])
+    counts = torch.bincount(bond)
+    assert counts.max() <= 2 and int(counts.sum()) == len(keep)
+    assert bond.max() + 1 == len(first) and torch.equal(bond[first], torch.arange(len(first)))
+    empty = torch.zeros(0, dtype=torch.int64)
+    assert [len(x) for x in edge_pairs(empty, empty, torch.zeros(0, 3))] == [0, 0]
+
+
+def _loss_gradients(potential, cache):
+    graph, targets = cache.batch(list(range(len(cache.samples))), torch.float64)
+    loss = batch_loss(potential, graph, targets, TrainConfig(stress_weight=10.0))
+    params = [p for p in potential.parameters() if p.requires_grad]
+    return [loss, *torch.autograd.grad(loss, params, allow_unused=True)]
+
+
+@pytest.mark.parametrize("layout", ["neighbor matrix", "edges"])
+@pytest.mark.parametrize("preset", EQUIVARIANT)
+def test_bond_weights_give_the_per_row_results(preset, layout, monkeypatch):
+    """Energy, forces and stress of a triclinic cell with self-images, and the training
+    loss and its gradients on a batch of bulk, slab, wire and molecule, agree to 1e-12."""
+    if layout == "edges":
+        monkeypatch.setattr(neighbor_matrix, "MAX_PADDING", 0.0)
+    potential = make_preset(preset).double()
+    graph = build_graph(rattled_triclinic_cell(SPECIES), 4.0, SPECIES, dtype=torch.float64)
+    cache = GraphCache(mixed_samples(), potential.cutoff, potential.species)
+    geometry = edge_geometry(graph, graph[keys.POSITIONS], graph[keys.CELL])
+    model = potential.model
+    assert equivariant.edge_inputs(geometry, model.sh, model.radial, 2).bond_of_row is not None
+    by_bond = potential(graph, forces=True, stress=True), _loss_gradients(potential, cache)
+    monkeypatch.setattr(equivariant, "CHECKPOINT_EDGES", 0)  # no bonds: per row
+    by_row = potential(graph, forces=True, stress=True), _loss_gradients(potential, cache)
+    for key in (keys.ENERGY, keys.FORCES, keys.STRESS):
+        torch.testing.assert_close(by_bond[0][key], by_row[0][key], rtol=1e-12, atol=1e-12)
+    for a, b in zip(by_bond[1], by_row[1]):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
