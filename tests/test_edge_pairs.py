@@ -90,3 +90,20 @@ def test_bond_weights_give_the_per_row_results(preset, layout, monkeypatch):
             assert a is None and b is None
         else:
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_packed_keys_pair_edges_as_the_key_rows_do():
+    """The one-int64 keys (used when they fit) group edges exactly as the (low, high, S)
+    rows (the fallback for huge graphs) do."""
+    from ase_mpnn.nn.edge_pairs import _bond_keys
+
+    graph = build_graph(rattled_triclinic_cell(SPECIES), 5.0, SPECIES, dtype=torch.float64)
+    centers, neighbors, shifts = _edges(graph)
+    low, high = torch.minimum(centers, neighbors), torch.maximum(centers, neighbors)
+    s = shifts.round().to(torch.int64) * torch.where(centers > neighbors, -1, 1)[:, None]
+    packed = _bond_keys(low, high, s)
+    assert packed.dim() == 1
+    rows = torch.cat([low[:, None], high[:, None], s], dim=1)
+    same_packed = packed[:, None] == packed[None, :]
+    same_rows = (rows[:, None, :] == rows[None, :, :]).all(-1)
+    assert torch.equal(same_packed, same_rows)

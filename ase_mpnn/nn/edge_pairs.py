@@ -42,8 +42,8 @@ def edge_pairs(centers: torch.Tensor, neighbors: torch.Tensor, shifts: torch.Ten
     low = torch.where(flip, neighbors, centers)
     high = torch.where(flip, centers, neighbors)
     s = torch.where(flip[:, None], -s, s)
-    key = torch.cat([low[:, None], high[:, None], s], dim=1)
-    _, bond_of_edge = torch.unique(key, dim=0, return_inverse=True)
+    key = _bond_keys(low, high, s)
+    _, bond_of_edge = torch.unique(key, dim=0 if key.dim() == 2 else None, return_inverse=True)
     n_bonds = int(bond_of_edge.max()) + 1 if n_edges else 0
     edges = torch.arange(n_edges, device=centers.device)
     first_edge = torch.full((n_bonds,), n_edges, dtype=torch.int64, device=centers.device)
@@ -55,3 +55,17 @@ def _first_nonzero_negative(s: torch.Tensor) -> torch.Tensor:
     """(n, 3) int64 -> (n,) bool: the first non-zero component of each row is negative."""
     x, y, z = s.unbind(1)
     return (x < 0) | ((x == 0) & ((y < 0) | ((y == 0) & (z < 0))))
+
+
+def _bond_keys(low: torch.Tensor, high: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """One int64 per edge, equal for the edges of one bond: (low, high, s) packed as digits
+    of a mixed-radix number when it fits in 62 bits (a 1-D unique is a plain sort, ~10x
+    faster than a row-wise unique), else the (n_edges, 5) rows themselves."""
+    n_atoms = int(torch.maximum(low.max(), high.max())) + 1 if low.numel() else 1
+    radix = 2 * int(s.abs().max()) + 1 if s.numel() else 1
+    if n_atoms ** 2 * radix ** 3 >= 1 << 62:
+        return torch.cat([low[:, None], high[:, None], s], dim=1)
+    key = low * n_atoms + high
+    for column in (s + radix // 2).unbind(1):
+        key = key * radix + column
+    return key
