@@ -22,6 +22,8 @@ from typing import NamedTuple
 import numpy as np
 from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 
+from ..errors import InvalidStructureError
+
 BACKENDS = ("matscipy", "vesin")
 
 
@@ -50,6 +52,10 @@ def get_neighbor_backend() -> str:
 #: padding (Angstrom) added to the enclosing box along non-periodic directions
 _BOX_PADDING = 1.0
 
+#: a list expected to hold more pairs than this is refused before it is built (about
+#: 5 GB of list alone; the model needs far more per pair)
+MAX_PAIRS = 100_000_000
+
 
 class NeighborList(NamedTuple):
     """A full (both directions) neighbour list of one structure.
@@ -67,6 +73,55 @@ class NeighborList(NamedTuple):
     distances: np.ndarray
 
 
+def _free_directions(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """(3 - n_periodic, 3) orthonormal directions perpendicular to the periodic vectors."""
+    periodic = cell[pbc]
+    if not len(periodic):
+        return np.eye(3)
+    # orthonormal basis whose first rows span the periodic vectors
+    q, _ = np.linalg.qr(np.vstack([periodic, np.eye(3)]).T, mode="complete")
+    return q.T[len(periodic) : 3]
+
+
+def _close_gaps(positions: np.ndarray, free_dirs: np.ndarray, cutoff: float) -> np.ndarray:
+    """Positions with every empty gap wider than the cutoff along a non-periodic direction
+    narrowed to ``cutoff + _BOX_PADDING``.
+
+    Atoms on either side of such a gap are farther apart than the cutoff before and after,
+    and atoms on the same side keep their relative vectors, so the list of pairs (and
+    their vectors) is unchanged. It keeps the search box small: two atoms 1e6 A apart
+    would otherwise ask the cell-list backends for ~1e5 empty bins along that direction
+    (vesin dies with SIGFPE there).
+    """
+    positions = positions.copy()
+    for direction in free_dirs:
+        heights = positions @ direction
+        order = np.argsort(heights, kind="stable")
+        excess = np.clip(np.diff(heights[order]) - (cutoff + _BOX_PADDING), 0.0, None)
+        if excess.any():
+            closed = np.concatenate([[0.0], np.cumsum(excess)])
+            positions[order] -= closed[:, None] * direction
+    return positions
+
+
+def wrap_into_cell(positions: np.ndarray, cell: np.ndarray,
+                   pbc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions moved by whole lattice vectors into the cell along periodic directions.
+
+    Returns:
+        (wrapped, wraps): (n_atoms, 3) positions, Angstrom, and the (n_atoms, 3) int64
+        lattice translations taken off (zero along non-periodic axes):
+        wrapped = positions - wraps @ cell. A pair (i, j, S) of the wrapped positions is
+        the pair (i, j, S - wraps[j] + wraps[i]) of the given ones.
+    """
+    wraps = np.zeros((len(positions), 3), dtype=np.int64)
+    if not pbc.any() or not len(positions):
+        return positions, wraps
+    fractional = positions @ np.linalg.pinv(cell[pbc])  # (n_atoms, n_periodic)
+    wraps[:, pbc] = np.floor(fractional).astype(np.int64)
+    return (positions - wraps @ cell if wraps.any() else positions), wraps
+
+
 def _search_box(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -75,13 +130,7 @@ def _search_box(
     Returns:
         (cell, origin): (3, 3) lattice vectors as rows, (3,) Cartesian origin, Angstrom.
     """
-    periodic = cell[pbc]
-    if len(periodic):
-        # orthonormal basis whose first rows span the periodic vectors
-        q, _ = np.linalg.qr(np.vstack([periodic, np.eye(3)]).T, mode="complete")
-        free_dirs = q.T[len(periodic) : 3]
-    else:
-        free_dirs = np.eye(3)
+    free_dirs = _free_directions(cell, pbc)
     heights = positions @ free_dirs.T  # (n_atoms, n_free)
     lower = heights.min(axis=0) - _BOX_PADDING / 2
     extent = heights.max(axis=0) - heights.min(axis=0) + _BOX_PADDING
@@ -89,6 +138,30 @@ def _search_box(
     box[~pbc] = free_dirs * extent[:, None]
     origin = lower @ free_dirs
     return box, origin
+
+
+def expected_pairs(n_atoms: int, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> float:
+    """Rough number of pairs of a periodic structure's list: n^2 times the lattice images
+    within ``cutoff`` (ball volume over the periodic cell's length, area or volume);
+    0 for a structure with no periodic direction (at most n^2 pairs, no images)."""
+    periodic = cell[pbc]
+    if not len(periodic):
+        return 0.0
+    measure = np.sqrt(max(np.linalg.det(periodic @ periodic.T), 0.0))
+    ball = {1: 2.0 * cutoff, 2: np.pi * cutoff**2, 3: 4.0 / 3.0 * np.pi * cutoff**3}[len(periodic)]
+    return float(n_atoms) ** 2 * ball / max(measure, 1e-300)
+
+
+def check_pair_count(n_atoms: int, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> None:
+    """Raise InvalidStructureError before building a list of more than MAX_PAIRS pairs
+    (a tiny or collapsed periodic cell, or a huge cutoff + skin), instead of running out
+    of memory or time."""
+    count = expected_pairs(n_atoms, cell, pbc, cutoff)
+    if count > MAX_PAIRS:
+        raise InvalidStructureError(
+            f"the neighbour list of {n_atoms} atoms within {cutoff:g} A in this cell (volume "
+            f"{abs(np.linalg.det(cell)):.4g} A^3) would hold ~{count:.2g} pairs, more than "
+            f"{MAX_PAIRS:.0e}: is the cell too small, or the cutoff + skin too large?")
 
 
 def neighbor_list(
@@ -112,6 +185,12 @@ def neighbor_list(
     if len(positions) == 0 or (len(positions) == 1 and not pbc.any()):
         empty = np.zeros(0, dtype=np.int64)
         return NeighborList(empty, empty, np.zeros((0, 3), np.int64), np.zeros(0))
+    check_pair_count(len(positions), cell, pbc, cutoff)
+    # backends handle coordinates many cells away slowly or not at all (vesin hangs on an
+    # atom 1e5 cells out of a slab's plane): hand them wrapped positions
+    positions, wraps = wrap_into_cell(positions, cell, pbc)
+    if not pbc.all():
+        positions = _close_gaps(positions, _free_directions(cell, pbc), cutoff)
     box, origin = (cell, np.zeros(3)) if pbc.all() else _search_box(positions, cell, pbc)
     if _backend == "vesin":
         i, j, shifts, d = _vesin_pairs(positions - origin, box, pbc, float(cutoff))
@@ -120,7 +199,9 @@ def neighbor_list(
             "ijSd", positions=positions, cell=box, pbc=pbc, cutoff=float(cutoff),
             cell_origin=origin,
         )
-    return NeighborList(i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64), d)
+    i, j = i.astype(np.int64), j.astype(np.int64)
+    shifts = shifts.astype(np.int64) - wraps[j] + wraps[i]
+    return NeighborList(i, j, shifts, d)
 
 
 def _vesin_pairs(positions: np.ndarray, box: np.ndarray, pbc: np.ndarray, cutoff: float):

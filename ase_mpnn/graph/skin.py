@@ -19,7 +19,13 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from .structure import MIN_DISTANCE, Structure, check_geometry, make_structure
+from .structure import (
+    MIN_DISTANCE,
+    Structure,
+    check_edge_lengths,
+    check_geometry,
+    make_structure,
+)
 
 
 class SkinNeighborList:
@@ -35,8 +41,9 @@ class SkinNeighborList:
     """
 
     def __init__(self, cutoff: float, skin: float, species, min_distance: float = MIN_DISTANCE):
-        if not skin >= 0:
-            raise ValueError(f"skin must be >= 0 Angstrom, got {skin!r}")
+        if not 0 <= skin <= cutoff:
+            raise ValueError(f"skin must be between 0 and the cutoff ({cutoff:g} A), "
+                             f"got {skin!r}")
         self.cutoff, self.skin = float(cutoff), float(skin)
         self.species, self.min_distance = list(species), float(min_distance)
         self.builds = self.reuses = 0
@@ -55,8 +62,12 @@ class SkinNeighborList:
             if not np.array_equal(cell, self._reference.cell):  # new cells are checked;
                 check_geometry(positions, cell, np.asarray(atoms.pbc, dtype=bool))
             # NaN positions never get here (_still_complete returns False for them)
+            reused = self._reference._replace(positions=positions.reshape(-1, 3), cell=cell)
+            # the list holds every pair within cutoff + skin, so every close pair
+            check_edge_lengths(reused.positions, cell, reused.edges, reused.shifts,
+                               self.min_distance)
             self.reuses += 1
-            return self._reference._replace(positions=positions.reshape(-1, 3), cell=cell)
+            return reused
         built = make_structure(atoms, self.list_cutoff, self.species, self.min_distance)
         # own copies: the arrays may share memory with ``atoms``, which callers change in place
         self._reference = built.copy()

@@ -52,6 +52,11 @@ def species_indices(numbers: np.ndarray, species: Sequence[str]) -> np.ndarray:
     for index, symbol in enumerate(species):
         lookup[_ATOMIC_NUMBERS[symbol]] = index
     numbers = np.asarray(numbers, dtype=np.int64)
+    not_elements = (numbers < 1) | (numbers >= len(chemical_symbols))
+    if not_elements.any():
+        raise UnknownElementError(
+            f"atomic number(s) {sorted(set(numbers[not_elements].tolist()))[:10]} are not "
+            f"elements (1 to {len(chemical_symbols) - 1})")
     indices = lookup[numbers]
     if (indices < 0).any():
         unknown = sorted({chemical_symbols[z] for z in numbers[indices < 0]})
@@ -90,6 +95,22 @@ def check_min_distance(nl: NeighborList, min_distance: float) -> None:
         k = int(nl.distances.argmin())
         raise InvalidStructureError(
             f"atoms {nl.centers[k]} and {nl.neighbors[k]} are {nl.distances[k]:.4f} A apart, "
+            f"closer than {min_distance} A: is the structure corrupt?"
+        )
+
+
+def check_edge_lengths(positions: np.ndarray, cell: np.ndarray, edges: np.ndarray,
+                       shifts: np.ndarray, min_distance: float) -> None:
+    """check_min_distance for a stored list at new positions and cell (a reused skin list:
+    it holds every pair within cutoff + skin, so every pair closer than the minimum)."""
+    if not edges.shape[1] or min_distance <= 0:
+        return
+    vectors = positions[edges[1]] - positions[edges[0]] + shifts @ cell
+    squared = np.einsum("ij,ij->i", vectors, vectors)
+    k = int(squared.argmin())
+    if squared[k] < min_distance**2:
+        raise InvalidStructureError(
+            f"atoms {edges[0, k]} and {edges[1, k]} are {np.sqrt(squared[k]):.4f} A apart, "
             f"closer than {min_distance} A: is the structure corrupt?"
         )
 
