@@ -15,8 +15,12 @@ so ase.db rows and trajectories record which model made each result.
 
 from __future__ import annotations
 
+import threading
+import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
@@ -24,7 +28,8 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from . import keys
 from ._version import __version__
 from .batch.evaluate import MAX_ATOMS, evaluate
-from .graph import MIN_DISTANCE, SkinNeighborList, collate
+from .errors import ModelFileError
+from .graph import MIN_DISTANCE, SkinNeighborList, collate, to_atoms
 from .loading import DEFAULT_DTYPE, ModelSource, dtype_name, load, resolve_device, resolve_dtype
 from .results import to_ase_results
 
@@ -33,6 +38,10 @@ DEFAULT_SKIN = 0.5
 
 #: keywords ASE's Calculator itself takes
 _ASE_KEYWORDS = ("restart", "label", "atoms", "directory")
+
+#: Atoms.info entries (with their neutral value) that no model here reads: a structure
+#: that sets one to anything else gets a warning, as its result ignores it
+_UNUSED_INFO = {"charge": 0, "total_charge": 0, "spin": 0, "total_spin": 0, "multiplicity": 1}
 
 
 class MPNNCalculator(Calculator):
@@ -60,6 +69,11 @@ class MPNNCalculator(Calculator):
             other name raises a TypeError.
 
     Results are float64 numpy arrays in eV, eV/A and eV/A^3 (Voigt xx yy zz yz xz xy).
+
+    Every call checks its structure (elements, finite coordinates, cell, atoms closer than
+    ``min_distance``), whether or not the neighbour list is reused. One calculator may be
+    shared by threads: calls are serialised by a lock, so each gets its own structure's
+    results (use ``calculate_batch`` or one calculator per thread for parallel work).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
@@ -81,6 +95,7 @@ class MPNNCalculator(Calculator):
         unknown = sorted(set(kwargs) - set(_ASE_KEYWORDS))
         if unknown:
             raise TypeError(_unknown_options(unknown))
+        self._lock = threading.RLock()
         super().__init__(**kwargs)
         self.set(model=model, device=device, dtype=dtype, min_distance=min_distance, skin=skin,
                  compile=compile)
@@ -93,7 +108,10 @@ class MPNNCalculator(Calculator):
         if unknown:
             raise TypeError(_unknown_options(unknown))
         source = kwargs.pop("model", None)
-        changed = super().set(**{name: _normalized(name, value) for name, value in kwargs.items()})
+        settings = {name: _normalized(name, value) for name, value in kwargs.items()}
+        if "skin" in settings and source is None and hasattr(self, "potential"):
+            _check_skin(settings["skin"], self.potential.cutoff)
+        changed = super().set(**settings)
         if source is not None or set(changed) & set(self._RELOAD):
             self._load(self._source if source is None else source)
         if source is not None or changed:
@@ -106,8 +124,9 @@ class MPNNCalculator(Calculator):
     def _load(self, source: ModelSource) -> None:
         """Load ``source`` with the current device and dtype; set potential and provenance."""
         loaded = load(source, self.parameters["device"], self.parameters["dtype"])
-        # bytes (or a snapshot of an in-memory object) recreate the model when unpickled
-        self._source = loaded.data if loaded.data is not None else str(source)
+        # bytes (or a snapshot of an in-memory object) recreate the model when unpickled;
+        # a file by its absolute path (unpickling elsewhere), a built-in by its name
+        self._source = loaded.data if loaded.data is not None else _portable_source(source)
         self.device, self.dtype = resolve_device(self.parameters["device"]), \
             resolve_dtype(self.parameters["dtype"])
         self.potential = loaded.potential
@@ -134,21 +153,35 @@ class MPNNCalculator(Calculator):
     # -- pickling and copying rebuild the calculator from its constructor arguments -------
     def __reduce__(self) -> tuple:
         settings = {k: v for k, v in self.parameters.items() if k != "model"}
-        return (_rebuild_calculator, (self._source, settings))
+        return (_rebuild_calculator, (self._source, settings, self.provenance["model_sha256"]))
 
     def __deepcopy__(self, memo: dict) -> "MPNNCalculator":
         function, args = self.__reduce__()
         return function(*args)
 
     # -- the calculation ---------------------------------------------------------------
+    def get_property(self, name: str, atoms: Any = None, allow_calculation: bool = True) -> Any:
+        """ASE's get_property, serialised by the calculator's lock; ``atoms`` may also be a
+        pymatgen Structure or Molecule."""
+        with self._lock:
+            return super().get_property(name, None if atoms is None else to_atoms(atoms),
+                                        allow_calculation)
+
     def calculate(
         self,
         atoms: Atoms | None = None,
         properties: Sequence[str] = ("energy",),
         system_changes: Sequence[str] = all_changes,
     ) -> None:
+        with self._lock:
+            self._calculate(None if atoms is None else to_atoms(atoms), properties,
+                            system_changes)
+
+    def _calculate(self, atoms: Atoms | None, properties: Sequence[str],
+                   system_changes: Sequence[str]) -> None:
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
+        _warn_unused_info(atoms)
         periodic = bool(atoms.pbc.all())
         for name in ("stress", "stresses"):
             if name in properties and not periodic:
@@ -199,6 +232,36 @@ def _unknown_options(names: Sequence[str]) -> str:
             f"valid options: {', '.join(valid)}")
 
 
-def _rebuild_calculator(source: str | bytes, settings: dict[str, Any]) -> MPNNCalculator:
-    """Unpickling hook: a fresh calculator from the constructor arguments."""
-    return MPNNCalculator(source, **settings)
+def _check_skin(skin: float, cutoff: float) -> None:
+    if not 0 <= skin <= cutoff:
+        raise ValueError(f"skin must be between 0 and the cutoff ({cutoff:g} A), got {skin!r}")
+
+
+def _portable_source(source: Any) -> str:
+    """A model file's absolute path, or the built-in model's name, as given."""
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.is_file() else str(source)
+
+
+def _warn_unused_info(atoms: Atoms) -> None:
+    """Warn when ``atoms.info`` sets a charge or spin: no model here reads them."""
+    for key, neutral in _UNUSED_INFO.items():
+        value = atoms.info.get(key)
+        if value is not None and not np.array_equal(value, neutral):
+            warnings.warn(f"atoms.info[{key!r}] = {value!r} is ignored: this model has no "
+                          f"{key.split('_')[-1]} input, so the result is that of the "
+                          "structure as given", UserWarning, stacklevel=4)
+
+
+def _rebuild_calculator(source: str | bytes, settings: dict[str, Any],
+                        model_sha256: str | None = None) -> MPNNCalculator:
+    """Unpickling hook: a fresh calculator from the constructor arguments, refused when the
+    model file now holds another model than when it was pickled."""
+    calculator = MPNNCalculator(source, **settings)
+    found = calculator.provenance["model_sha256"]
+    if model_sha256 is not None and found != model_sha256:
+        raise ModelFileError(
+            f"model {source!r} changed since this calculator was pickled (manifest sha256 "
+            f"{found[:12]}... instead of {model_sha256[:12]}...): results would come from "
+            "other weights")
+    return calculator

@@ -73,6 +73,11 @@ def evaluate_records(potential: Potential, records: Sequence[Structure]) -> list
                 + evaluate_records(potential, records[half:]))
 
 
+def is_one_structure(obj: Any) -> bool:
+    """True for one Atoms or pymatgen structure (pymatgen's are sequences of sites)."""
+    return isinstance(obj, Atoms) or type(obj).__module__.startswith("pymatgen")
+
+
 def prepare(structures: Sequence[Any], potential: Potential, min_distance: float,
             errors: str) -> list[Structure | str]:
     """Checked record and neighbour list of each structure; with errors="store" a structure
@@ -90,7 +95,7 @@ def prepare(structures: Sequence[Any], potential: Potential, min_distance: float
 
 
 def evaluate(
-    structures: Sequence[Atoms],
+    structures: Sequence[Atoms] | Atoms,
     model: ModelSource,
     *,
     device: str | None = None,
@@ -100,7 +105,7 @@ def evaluate(
     min_distance: float = MIN_DISTANCE,
     errors: str = "raise",
     progress: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[dict[str, Any]] | dict[str, Any]:
     """Energy, forces and stress of many structures, many per model call.
 
     Args:
@@ -118,10 +123,14 @@ def evaluate(
     Returns:
         One dict per structure, in input order, with ``energy`` and ``free_energy`` (eV),
         ``energies`` (n,) eV, ``forces`` (n, 3) eV/A and, for 3-D periodic cells, ``stress``
-        (6,) eV/A^3 Voigt; identical to one MPNNCalculator call per structure.
+        (6,) eV/A^3 Voigt; identical to one MPNNCalculator call per structure. A single
+        structure (one Atoms or pymatgen object) gives its one dict.
     """
     if errors not in ("raise", "store"):
         raise ValueError(f"errors must be 'raise' or 'store', got {errors!r}")
+    if is_one_structure(structures):
+        return evaluate([structures], model, device=device, dtype=dtype, max_atoms=max_atoms,
+                        max_edges=max_edges, min_distance=min_distance, errors=errors)[0]
     potential = potential_for(model, device, dtype)
     prepared = prepare(structures, potential, min_distance, errors)
     results: list[dict[str, Any]] = [{"error": p} if isinstance(p, str) else {} for p in prepared]
