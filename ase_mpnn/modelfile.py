@@ -1,8 +1,11 @@
 """The model file: a zip archive holding ``manifest.json`` and ``weights.pt``.
 
-``manifest.json`` is plain JSON (read it with ``unzip -p model.mpnn manifest.json``):
-format name and version, architecture and hyper-parameters, species, cutoff, units,
-package version, and the sha256 of ``weights.pt``. ``weights.pt`` is a plain state dict
+``manifest.json`` is plain JSON (read it with ``unzip -p model.mpnn manifest.json``): format
+name and version, architecture and hyper-parameters, species, cutoff, units, package
+version, the sha256 of ``weights.pt`` and a checksum of the manifest's own content with
+those weights (``content_sha256``), so that editing either part (species swapped, a cutoff
+changed, weights replaced) makes the file refuse to load. The checks catch accidents and
+damage, not a forger: anyone can recompute a sha256. ``weights.pt`` is a plain state dict
 written by ``torch.save`` and read back with ``torch.load(weights_only=True)``: no pickled
 modules, so loading never runs code and survives refactors. The module is rebuilt from the
 manifest through the architecture table, then the weights are loaded strictly.
@@ -59,6 +62,13 @@ def make_manifest(potential: Potential, weights: bytes, **extra: Any) -> dict[st
     }
 
 
+def content_checksum(manifest: dict[str, Any], weights: bytes) -> str:
+    """sha256 of the manifest (canonical JSON, without its own checksum entry) and weights."""
+    body = {k: v for k, v in manifest.items() if k != "content_sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical + b"\0" + weights).hexdigest()
+
+
 def model_to_bytes(model: AtomisticModel | Potential, **extra: Any) -> bytes:
     """Serialise a model or potential to the bytes of a model file.
 
@@ -67,6 +77,7 @@ def model_to_bytes(model: AtomisticModel | Potential, **extra: Any) -> bytes:
     potential = as_potential(model)
     weights = _state_dict_bytes(potential)
     manifest = make_manifest(potential, weights, **extra)
+    manifest["content_sha256"] = content_checksum(manifest, weights)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
@@ -130,6 +141,13 @@ def _read_archive(data: bytes, source: str) -> tuple[dict[str, Any], bytes, byte
             f"{source}: the weights' sha256 {digest[:12]}... does not match the manifest's "
             f"{str(manifest.get('weights_sha256'))[:12]}...: the file was modified or damaged"
         )
+    # files written before the content checksum existed carry only the weights' hash
+    if "content_sha256" in manifest and content_checksum(manifest, weights) != manifest[
+            "content_sha256"]:
+        raise ModelFileError(
+            f"{source}: manifest.json does not match the checksum written with it (edited by "
+            "hand? species, cutoff or hyper-parameters changed?): the file was modified or "
+            "damaged; rebuild it with save_model")
     return manifest, manifest_bytes, weights
 
 

@@ -19,13 +19,23 @@ from ase_mpnn import (
     read_manifest,
     save_model,
 )
-from ase_mpnn.modelfile import FORMAT_VERSION, MANIFEST, WEIGHTS, atomic_write_bytes
+from ase_mpnn.modelfile import (
+    FORMAT_VERSION,
+    MANIFEST,
+    WEIGHTS,
+    atomic_write_bytes,
+    content_checksum,
+)
 
 
 def rewrite(path, manifest=None, weights=None):
-    """Rewrite a model file with a changed manifest and/or weights (hash left as it was)."""
+    """Rewrite a model file with a changed manifest and/or weights (the weights' hash left as
+    it was). A changed manifest gets a matching content checksum, as a writer with a bug
+    would give it, so that the checks behind the checksum are tested."""
     with zipfile.ZipFile(path) as archive:
         old_manifest, old_weights = json.loads(archive.read(MANIFEST)), archive.read(WEIGHTS)
+    if manifest is not None and "content_sha256" in manifest:
+        manifest = {**manifest, "content_sha256": content_checksum(manifest, old_weights)}
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(MANIFEST, json.dumps(manifest if manifest is not None else old_manifest))
         archive.writestr(WEIGHTS, weights if weights is not None else old_weights)
