@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..loading import DEFAULT_DTYPE
+from .options import device, integer, number
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -33,7 +34,7 @@ def _report(args: argparse.Namespace) -> int:
 
     if "://" not in args.db and not Path(args.db).is_file():
         raise ValueError(f"no results database at {args.db}")
-    stats = summary(ResultsDB(args.db))
+    stats = summary(ResultsDB(args.db, writable=False))
     print(format_report(stats, args.db))
     if stats["ok"]:
         plot = Path(args.plot or Path(args.db).with_suffix(".png"))
@@ -81,26 +82,33 @@ def report_plot(stats: dict, path: Path) -> None:
 
 def add_commands(commands) -> None:
     """Add ``run`` and ``report`` to the ``ase-mpnn`` sub-command parser."""
+    from ..simulate import ENSEMBLES
+    from ..simulate.molecular_dynamics import MAX_TIMESTEP_FS
+
     run = commands.add_parser("run", help="static/relax/md on many structures into a results db")
     run.add_argument("task", choices=["static", "relax", "md"])
     run.add_argument("inputs", nargs="+", help="structure files (every frame is one input)")
     run.add_argument("--db", required=True, help="results database: SQLite file or URL")
     run.add_argument("--model", required=True, help="built-in model name or .mpnn file")
     where = run.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=2,
+    where.add_argument("--workers", type=integer(0), default=2,
                        help="local Dask worker processes; 0 runs here without Dask")
     where.add_argument("--scheduler", help="address of a running Dask scheduler")
-    run.add_argument("--threads-per-worker", type=int, default=1, help="torch threads each")
-    run.add_argument("--chunk-size", type=int, default=16, help="structures per Dask task")
+    run.add_argument("--threads-per-worker", type=integer(1), default=1, help="torch threads each")
+    run.add_argument("--chunk-size", type=integer(1), default=16,
+                     help="structures per Dask task")
     run.add_argument("--dtype", default=DEFAULT_DTYPE, choices=["float32", "float64"])
-    run.add_argument("--device", default="auto")
+    run.add_argument("--device", default="auto", type=device)
     run.add_argument("--retry-failed", action="store_true", help="run failed structures again")
-    run.add_argument("--fmax", type=float, default=0.05, help="relax: force tolerance, eV/A")
-    run.add_argument("--steps", type=int, default=None, help="relax: max steps; md: steps")
+    run.add_argument("--fmax", type=number(above=0), default=0.05,
+                     help="relax: force tolerance, eV/A")
+    run.add_argument("--steps", type=integer(1), default=None,
+                     help="relax: max steps; md: steps")
     run.add_argument("--fixed-cell", action="store_true", help="relax: keep the cell")
-    run.add_argument("--ensemble", default="nvt", help="md: nve, nvt or npt")
-    run.add_argument("--temperature", type=float, default=300.0, help="md: K")
-    run.add_argument("--timestep", type=float, default=1.0, help="md: fs")
+    run.add_argument("--ensemble", default="nvt", choices=ENSEMBLES, help="md ensemble")
+    run.add_argument("--temperature", type=number(least=0), default=300.0, help="md: K")
+    run.add_argument("--timestep", type=number(above=0, most=MAX_TIMESTEP_FS), default=1.0,
+                     help="md: fs")
     run.set_defaults(func=_run_with_defaults)
 
     report = commands.add_parser("report", help="summary table and plot of a results db")

@@ -2,6 +2,8 @@
 ase.db results database that a rerun resumes."""
 
 from .distributed import TASKS, run
-from .results_db import ResultsDB, read_inputs, summary
+from .inputs import InputFrame, UnreadableInput, read_inputs, structure_sha
+from .results_db import ResultsDB, summary
 
-__all__ = ["TASKS", "ResultsDB", "read_inputs", "run", "summary"]
+__all__ = ["TASKS", "InputFrame", "ResultsDB", "UnreadableInput", "read_inputs", "run",
+           "structure_sha", "summary"]

@@ -28,10 +28,12 @@ from .._version import __version__
 from ..batch import evaluate, relax_batch
 from ..calculator import MPNNCalculator
 from ..errors import ASEMPNNError
-from ..loading import DEFAULT_DTYPE, load
+from ..loading import DEFAULT_DTYPE, dtype_name, load
 from ..results import attach_results
 from ..simulate import md
-from .results_db import ResultsDB, read_inputs
+from ..simulate.molecular_dynamics import check_md_options
+from .inputs import read_inputs, run_key
+from .results_db import ResultsDB
 
 TASKS = ("static", "relax", "md")
 DEFAULT_OPTIONS = {
@@ -113,6 +115,27 @@ def _model_meta(model: str, dtype: str) -> dict[str, str]:
             "package": f"ase-mpnn {__version__}"}
 
 
+def check_task_options(task: str, options: dict[str, Any]) -> None:
+    """ValueError for task options out of range, before any structure is run."""
+    if task == "md":
+        check_md_options(options["temperature_K"], options["timestep_fs"], options["steps"],
+                         options.get("log_interval", 10))
+    elif task == "relax":
+        if not options["fmax"] > 0:
+            raise ValueError(f"fmax must be > 0 eV/A, got {options['fmax']!r}")
+        steps = options["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+
+
+def check_run_options(workers: int, chunk_size: int, threads: int, retries: int) -> None:
+    """ValueError naming the first option out of range."""
+    for name, value, least in (("workers", workers, 0), ("chunk_size", chunk_size, 1),
+                               ("threads", threads, 1), ("retries", retries, 0)):
+        if not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+
+
 def make_client(workers: int, scheduler: str | None, threads: int):
     """A dask Client: to ``scheduler`` if given, else a LocalCluster of ``workers`` processes
     with one Dask thread each (torch then uses ``threads`` per process)."""
@@ -148,24 +171,34 @@ def run(task: str, inputs: Sequence[str | os.PathLike], db: str | os.PathLike, m
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    check_run_options(workers, chunk_size, threads, retries)
     options = {**DEFAULT_OPTIONS[task], **(options or {})}
-    results = ResultsDB(db)
+    check_task_options(task, options)
+    frames, unreadable = read_inputs(inputs)
+    results = ResultsDB(db)  # a database that cannot be written fails here, before compute
+    meta = _model_meta(model, dtype)
+    meta["run_key"] = run_key(task, options, meta["model_sha256"], dtype_name(dtype))
     if retry_failed:
         results.forget_failed()
-    items = read_inputs(inputs)
-    done = results.done_ids()
-    todo = [item for item in items if item[0] not in done]
-    counts = {"inputs": len(items), "skipped": len(items) - len(todo), "ok": 0, "failed": 0}
+    done = results.done_keys(meta["run_key"])
+    todo = [f for f in frames if (f.input_id, f.structure_sha) not in done]
+    bad = [u for u in unreadable if (u.input_id, "") not in done]
+    counts = {"inputs": len(frames) + len(unreadable),
+              "skipped": len(frames) + len(unreadable) - len(todo) - len(bad),
+              "ok": 0, "failed": 0}
+    for item in bad:  # recorded, and the run goes on
+        results.write(item.input_id, task, {"atoms": Atoms(), "error": item.error}, meta)
+        counts["failed"] += 1
     if not todo:
         return counts
-    meta = _model_meta(model, dtype)
-    chunks = chunked(todo, chunk_size)
+    sha_of = {f.input_id: f.structure_sha for f in todo}
+    chunks = chunked([(f.input_id, f.atoms) for f in todo], chunk_size)
     bar = tqdm(total=len(todo), desc=f"{task} ({len(chunks)} chunks)", unit="structure",
                disable=not progress)
 
     def store(chunk_outcomes: list[tuple[str, dict[str, Any]]]) -> None:
         for input_id, outcome in chunk_outcomes:
-            results.write(input_id, task, _as_outcome(outcome), meta)
+            results.write(input_id, task, _as_outcome(outcome), meta, sha_of[input_id])
             counts["failed" if outcome.get("error") else "ok"] += 1
         bar.update(len(chunk_outcomes))
 
@@ -186,25 +219,45 @@ def run(task: str, inputs: Sequence[str | os.PathLike], db: str | os.PathLike, m
 
 
 def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -> None:
+    """Submit every chunk; a chunk that fails as a whole (its worker died on every try) is
+    split into single structures and run again, so that only the structure that kills a
+    worker is recorded as failed and the rest of its chunk is computed."""
     from dask.distributed import as_completed
 
     with make_client(workers, scheduler, threads) as client:
         model = client.scatter(args[0], broadcast=True) if isinstance(args[0], bytes) else args[0]
-        futures = [client.submit(run_chunk, task, chunk, model, *args[1:], retries=retries,
-                                 pure=False) for chunk in chunks]
+
+        def submit(chunk):
+            return client.submit(run_chunk, task, chunk, model, *args[1:], retries=retries,
+                                 pure=False)
+
+        futures = [submit(chunk) for chunk in chunks]
         chunk_of = {future.key: chunk for future, chunk in zip(futures, chunks)}
-        for future in as_completed(futures):
+        waiting = as_completed(futures)
+        for future in waiting:
+            chunk = chunk_of.pop(future.key)
             try:
                 outcomes = future.result()
             except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after every retry
-                outcomes = failed_chunk(chunk_of[future.key], exc)
+                killed = type(exc).__name__ == "KilledWorker"
+                if killed and len(chunk) > 1:
+                    for item in chunk:
+                        single = submit([item])
+                        chunk_of[single.key] = [item]
+                        waiting.add(single)
+                    future.release()
+                    continue
+                outcomes = failed_chunk(chunk, exc, killed=killed)
             store(outcomes)
             future.release()
 
 
-def failed_chunk(chunk: list[tuple[str, Atoms]], exc: BaseException) -> list[tuple[str, dict]]:
+def failed_chunk(chunk: list[tuple[str, Atoms]], exc: BaseException,
+                 killed: bool = False) -> list[tuple[str, dict]]:
     """Every structure of a chunk that failed as a whole, recorded with the error."""
-    error = f"chunk failed: {type(exc).__name__}: {exc}"
+    error = (f"a worker process died on this structure on every try ({type(exc).__name__}: "
+             "Dask's distributed.scheduler.allowed-failures)" if killed
+             else f"chunk failed: {type(exc).__name__}: {exc}")
     return [(input_id, {"atoms": atoms, "error": error}) for input_id, atoms in chunk]
 
 

@@ -2,68 +2,52 @@
 
 An ase.db (SQLite file by default; a ``postgresql://`` URL works the same) writes each row
 in its own transaction, so a killed run keeps every row written before it died and never a
-half-written one. Rows are keyed by ``input_id``: rerunning skips what is done. Only the
+half-written one. A row is found again by its input_id, structure_sha and run_key (see
+``ase_mpnn.runs.inputs``): rerunning skips what is done. Only the
 process that owns the database (the client) writes it; workers return results to it.
 
-Columns (key-value pairs): input_id, task, status ("ok" or "failed"), error, converged,
-steps, seconds, model, model_sha256, package, energy_per_atom (eV/atom); the structure
-(relaxed or final) with its energy, forces and stress as the row's calculator results.
+Columns (key-value pairs): input_id, structure_sha, run_key, task, status ("ok" or
+"failed"), error, converged, steps, seconds, model, model_sha256, package, energy_per_atom
+(eV/atom); the structure (relaxed or final) with its energy, forces and stress as the row's
+calculator results.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
+import sqlite3
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import ase.db
 import numpy as np
 from ase import Atoms
-from ase.io import read
 
 from ..errors import ASEMPNNError
 
 #: key-value pairs every row gets (ase.db keeps them as searchable columns)
-COLUMNS = ("input_id", "task", "status", "error", "converged", "steps", "seconds", "model",
-           "model_sha256", "package", "energy_per_atom")
-
-
-def read_inputs(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Atoms]]:
-    """(input_id, Atoms) for every frame of every file ase.io can read.
-
-    The id is the frame's ``info["input_id"]`` when present, else ``"<file name>:<index>"``.
-    Duplicate ids are an error (they would make "done" ambiguous).
-    """
-    items: list[tuple[str, Atoms]] = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise ASEMPNNError(f"input file {path} does not exist")
-        try:
-            frames = read(path, index=":")
-        except Exception as exc:  # ase.io raises many types for unreadable files
-            raise ASEMPNNError(f"cannot read structures from {path}: {exc}") from exc
-        for k, atoms in enumerate(frames):
-            items.append((str(atoms.info.get("input_id", f"{path.name}:{k}")), atoms))
-    duplicates = sorted(i for i, n in Counter(i for i, _ in items).items() if n > 1)
-    if duplicates:
-        raise ASEMPNNError(f"input ids must be unique; repeated: {duplicates[:5]}")
-    return items
+COLUMNS = ("input_id", "structure_sha", "run_key", "task", "status", "error", "converged",
+           "steps", "seconds", "model", "model_sha256", "package", "energy_per_atom")
 
 
 class ResultsDB:
     """Append-only store of finished structures, keyed by input_id."""
 
-    def __init__(self, url: str | os.PathLike):
+    def __init__(self, url: str | os.PathLike, *, writable: bool = True):
         self.url = str(url)
-        if "://" not in self.url:
-            Path(self.url).parent.mkdir(parents=True, exist_ok=True)
-        self.db = ase.db.connect(self.url, append=True)
+        if "://" not in self.url and writable:
+            _check_writable(Path(self.url))
+        try:
+            self.db = ase.db.connect(self.url, append=True)
+            self.db.count()  # opens (and for a new file creates) the database now
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            raise ASEMPNNError(f"cannot open the results database {self.url}: "
+                               f"{type(exc).__name__}: {exc}") from exc
 
-    def done_ids(self) -> set[str]:
-        """input_ids already stored, failed ones included."""
-        return {row.input_id for row in self.db.select()}
+    def done_keys(self, run_key: str) -> set[tuple[str, str]]:
+        """(input_id, structure_sha) of the rows stored under ``run_key``, failed included."""
+        return {(row.input_id, row.get("structure_sha")) for row in
+                self.db.select(run_key=run_key)}
 
     def forget_failed(self) -> int:
         """Delete the rows of failed structures (to run them again); returns how many."""
@@ -71,16 +55,18 @@ class ResultsDB:
         self.db.delete(ids)
         return len(ids)
 
-    def write(self, input_id: str, task: str, outcome: dict[str, Any], meta: dict[str, Any]) -> int:
+    def write(self, input_id: str, task: str, outcome: dict[str, Any], meta: dict[str, Any],
+              structure_sha: str = "") -> int:
         """Store one finished structure; returns the row id.
 
         ``outcome``: ``atoms`` (with results attached, or the input on failure), ``steps``,
-        ``converged``, ``seconds`` and, on failure, ``error``. ``meta``: model, model_sha256,
-        package.
+        ``converged``, ``seconds`` and, on failure, ``error``. ``meta``: run_key, model,
+        model_sha256, package. ``structure_sha``: of the input structure.
         """
         atoms = outcome["atoms"]
         error = outcome.get("error")
-        pairs = {"input_id": str(input_id), "task": task, "status": "failed" if error else "ok",
+        pairs = {"input_id": str(input_id), "structure_sha": structure_sha, "task": task,
+                 "status": "failed" if error else "ok",
                  "error": str(error or "")[:2000], "converged": bool(outcome.get("converged")),
                  "steps": int(outcome.get("steps", 0)),
                  "seconds": float(outcome.get("seconds", 0.0)), **meta}
@@ -97,9 +83,29 @@ class ResultsDB:
         return self.db.count()
 
 
+def _check_writable(path: Path) -> None:
+    """Raise ASEMPNNError now, before any compute, when ``path`` cannot be written."""
+    if path.is_dir():
+        raise ASEMPNNError(f"the results database {path} is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ASEMPNNError(f"cannot create the folder of the results database {path}: "
+                           f"{exc.strerror or exc}") from exc
+    # SQLite writes a journal next to the file, so the folder must be writable too
+    for place in ([path] if path.exists() else []) + [path.parent]:
+        if not os.access(place, os.W_OK):
+            raise ASEMPNNError(f"cannot write the results database {path}: {place} is not "
+                               "writable")
+
+
 def summary(db: ResultsDB) -> dict[str, Any]:
     """Counts, energy-per-atom and step statistics of a results database."""
     rows = list(db.rows())
+    foreign = [r.id for r in rows if "input_id" not in r or "status" not in r]
+    if foreign:
+        raise ASEMPNNError(f"{db.url} is an ase.db but not a results database of `ase-mpnn "
+                           f"run`: row(s) {foreign[:5]} have no input_id and status")
     ok = [r for r in rows if r.status == "ok"]
     energies = np.array([r.energy_per_atom for r in ok if "energy_per_atom" in r])
     steps = np.array([r.steps for r in ok])
