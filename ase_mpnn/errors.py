@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def exception_reason(exc: BaseException) -> str:
+    """``"Type: first line of the message"``: why a call failed, in one line, even for the
+    exceptions some file readers raise without a message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else 'no reason given'}"
+
+
 class ASEMPNNError(Exception):
     """Base class of every error this package raises on purpose."""
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
 from .._version import __version__
 from ..errors import ASEMPNNError
 from . import batch, models, simulate, training
+from .options import OneLineParser, integer
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -21,7 +23,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ase-mpnn`` and its sub-commands."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ase-mpnn", description="Message-passing neural-network potentials for ASE."
     )
     parser.add_argument("--version", action="version", version=f"ase-mpnn {__version__}")
@@ -30,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="relax a Cu-Ni cell, run MD, compare with EMT")
     demo.add_argument("--model", help="model name or file (default: the best built-in EMT model)")
     demo.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
-    demo.add_argument("--md-steps", type=int, default=200, help="NVE steps of 1 fs")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--md-steps", type=integer(1), default=200, help="NVE steps of 1 fs")
+    demo.add_argument("--seed", type=integer(0), default=0)
     demo.set_defaults(func=_demo)
 
     for family in (models, training, simulate, batch):
@@ -44,6 +46,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ASEMPNNError, ValueError, ImportError) as exc:
-        print(f"ase-mpnn: error: {exc}", file=sys.stderr)
+    except (ASEMPNNError, ValueError, ImportError, OSError) as exc:
+        print(f"ase-mpnn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if os.environ.get("ASE_MPNN_DEBUG"):
+            raise
+        print(f"ase-mpnn {args.command}: internal error: {type(exc).__name__}: "
+              f"{_one_line(exc)} (set ASE_MPNN_DEBUG=1 for the traceback, and please report "
+              "it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (OSError's strerror and file name included)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .options import integer, json_object, number
+
 
 def _info(args: argparse.Namespace) -> int:
     from ..loading import model_file_path
@@ -43,7 +45,7 @@ def _new(args: argparse.Namespace) -> int:
     from ..models import build_model
 
     torch.manual_seed(args.seed)
-    hyper = json.loads(args.hyperparameters) if args.hyperparameters else {}
+    hyper = args.hyperparameters or {}
     model = build_model(args.architecture, args.species, args.cutoff, **hyper)
     path = save_model(model, args.output)
     print(f"wrote {path}: {args.architecture} with random weights, "
@@ -63,8 +65,10 @@ def add_commands(commands) -> None:
     new = commands.add_parser("new", help="write a model file with random weights")
     new.add_argument("architecture", help="architecture name, e.g. SchNet")
     new.add_argument("--species", nargs="+", required=True, help="element symbols, e.g. Cu Ni")
-    new.add_argument("--cutoff", type=float, default=5.0, help="cutoff radius in Angstrom")
-    new.add_argument("--hyperparameters", help='JSON, e.g. \'{"n_features": 128}\'')
-    new.add_argument("--seed", type=int, default=0)
+    new.add_argument("--cutoff", type=number(above=0, most=100), default=5.0,
+                     help="cutoff radius in Angstrom")
+    new.add_argument("--hyperparameters", type=json_object,
+                     help='JSON, e.g. \'{"n_features": 128}\'')
+    new.add_argument("--seed", type=integer(0), default=0)
     new.add_argument("-o", "--output", required=True, help="model file to write")
     new.set_defaults(func=_new)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..loading import DEFAULT_DTYPE
+from .options import device, integer, number
 
 
 def _common(parser: argparse.ArgumentParser, dtype: str = DEFAULT_DTYPE) -> None:
@@ -21,7 +22,7 @@ def _common(parser: argparse.ArgumentParser, dtype: str = DEFAULT_DTYPE) -> None
                         help="built-in model name (see `ase-mpnn models`) or .mpnn file")
     parser.add_argument("--dtype", default=dtype, choices=["float32", "float64"],
                         help="precision (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", default="auto", type=device, help="auto, cpu or cuda")
     parser.add_argument("--out", help="output folder (default: <structure>_<command>)")
 
 
@@ -124,11 +125,14 @@ def _phonons(args: argparse.Namespace) -> int:
 def add_commands(commands) -> None:
     """Add relax, md, eos and phonons to the ``ase-mpnn`` sub-command parser."""
     from ..simulate import ENSEMBLES, OPTIMIZERS
+    from ..simulate.equation_of_state import MAX_EOS_STRAIN, MIN_EOS_POINTS
+    from ..simulate.molecular_dynamics import MAX_TIMESTEP_FS
 
     relax = commands.add_parser("relax", help="relax positions (and the cell) of a structure")
     _common(relax)
-    relax.add_argument("--fmax", type=float, default=0.01, help="force tolerance, eV/A")
-    relax.add_argument("--steps", type=int, default=500)
+    relax.add_argument("--fmax", type=number(above=0), default=0.01,
+                       help="force tolerance, eV/A")
+    relax.add_argument("--steps", type=integer(0), default=500)
     relax.add_argument("--optimizer", default="FIRE", choices=OPTIMIZERS)
     relax.add_argument("--fixed-cell", action="store_true", help="keep the cell fixed")
     relax.add_argument("--fix-symmetry", action="store_true", help="keep the space group")
@@ -138,23 +142,27 @@ def add_commands(commands) -> None:
     _common(md)
     md.add_argument("--ensemble", default="nvt", choices=ENSEMBLES)
     md.add_argument("--thermostat", help="nvt: langevin, bussi, nose-hoover; npt: mtk, berendsen")
-    md.add_argument("--temperature", type=float, default=300.0, help="K")
-    md.add_argument("--pressure", type=float, default=1.0, help="bar (NPT)")
-    md.add_argument("--timestep", type=float, default=1.0, help="fs")
-    md.add_argument("--steps", type=int, default=1000)
-    md.add_argument("--log-interval", type=int, default=10, help="steps between frames/log rows")
-    md.add_argument("--seed", type=int, default=0)
+    md.add_argument("--temperature", type=number(least=0), default=300.0, help="K")
+    md.add_argument("--pressure", type=number(), default=1.0, help="bar (NPT)")
+    md.add_argument("--timestep", type=number(above=0, most=MAX_TIMESTEP_FS), default=1.0,
+                    help="fs")
+    md.add_argument("--steps", type=integer(1), default=1000)
+    md.add_argument("--log-interval", type=integer(1), default=10,
+                    help="steps between frames/log rows")
+    md.add_argument("--seed", type=integer(0), default=0)
     md.set_defaults(func=_md)
 
     eos = commands.add_parser("eos", help="equation of state: V0, E0, bulk modulus")
     _common(eos, dtype="float64")  # energy differences of ~meV over a volume scan
-    eos.add_argument("--strain", type=float, default=0.06, help="+- lattice strain of the scan")
-    eos.add_argument("--points", type=int, default=11)
+    eos.add_argument("--strain", type=number(above=0, most=MAX_EOS_STRAIN), default=0.06,
+                     help="+- lattice strain of the scan")
+    eos.add_argument("--points", type=integer(MIN_EOS_POINTS), default=11)
     eos.set_defaults(func=_eos)
 
     phonons = commands.add_parser("phonons", help="phonon band structure and DOS (phonopy)")
     _common(phonons, dtype="float64")  # forces of 0.01 A displacements
-    phonons.add_argument("--supercell", type=int, nargs=3, default=[3, 3, 3])
-    phonons.add_argument("--mesh", type=int, nargs=3, default=[16, 16, 16])
-    phonons.add_argument("--displacement", type=float, default=0.01, help="A")
+    phonons.add_argument("--supercell", type=integer(1), nargs=3, default=[3, 3, 3])
+    phonons.add_argument("--mesh", type=integer(1), nargs=3, default=[16, 16, 16])
+    phonons.add_argument("--displacement", type=number(above=0, most=0.5), default=0.01,
+                         help="A")
     phonons.set_defaults(func=_phonons)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..loading import DEFAULT_DTYPE
+from .options import integer, number
 
 
 def _parse_value(text: str):
@@ -118,7 +119,7 @@ def _add_check_data(commands) -> None:
                            "duplicates (exit status 1 on errors)")
     check.add_argument("files", nargs="+", help="extxyz, ase.db, ... (any ase.io format)")
     _add_key_arguments(check)
-    check.add_argument("--max-force", type=float, default=20.0,
+    check.add_argument("--max-force", type=number(above=0), default=20.0,
                        help="|F| (eV/A) above which a frame is a suspected outlier")
     check.set_defaults(func=_check_data)
 
@@ -130,7 +131,7 @@ def add_commands(commands) -> None:
     train.add_argument("--data", nargs="+",
                        help="extxyz/ase.db file(s) with REF_energy, REF_forces[, REF_stress]")
     train.add_argument("--architecture", help="SchNet, CGCNN, MPNN, ...")
-    train.add_argument("--epochs", type=int)
+    train.add_argument("--epochs", type=integer(1))
     train.add_argument("--dtype", choices=["float32", "float64"])
     train.add_argument("--output", help="output folder (checkpoint, best.mpnn, metrics, plots)")
     train.add_argument("--resume", action="store_true", help="continue from output/checkpoint.pt")
@@ -148,7 +149,7 @@ def add_commands(commands) -> None:
     evaluate.add_argument("data", help="file with REF_ labels (extxyz, ase.db, ...)")
     evaluate.add_argument("--out", default="evaluation", help="output folder")
     evaluate.add_argument("--dtype", default=DEFAULT_DTYPE, choices=["float32", "float64"])
-    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--batch-size", type=integer(1), default=8)
     _add_key_arguments(evaluate)
     evaluate.set_defaults(func=_eval)
 
@@ -159,8 +160,8 @@ def add_commands(commands) -> None:
     make_data.add_argument("--elements", nargs="+", default=["Cu", "Ni"], help="EMT metals")
     make_data.add_argument("--molecules", nargs="+", default=["ethanol"],
                            help="xTB molecules: ethanol, aspirin, any ASE G2 name or a file")
-    make_data.add_argument("-n", type=int, default=400, help="number of structures")
-    make_data.add_argument("--seed", type=int, default=0)
+    make_data.add_argument("-n", type=integer(1), default=400, help="number of structures")
+    make_data.add_argument("--seed", type=integer(0), default=0)
     make_data.add_argument("-o", "--output", required=True, help="extxyz file to write")
     make_data.set_defaults(func=_make_data)
     _add_check_data(commands)

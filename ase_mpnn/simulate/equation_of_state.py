@@ -12,6 +12,11 @@ from ase.eos import EquationOfState
 
 from .structures import prepare
 
+#: the largest +- lattice strain of a scan (beyond it no equation of state describes a solid)
+MAX_EOS_STRAIN = 0.3
+#: fewest volumes of a scan: the four-parameter equations need more points than parameters
+MIN_EOS_POINTS = 5
+
 
 def eos(structure: Any, calc: Calculator, strain: float = 0.06, points: int = 11,
         kind: str = "birchmurnaghan", plot: str | Path | None = None) -> dict:
@@ -22,6 +27,11 @@ def eos(structure: Any, calc: Calculator, strain: float = 0.06, points: int = 11
     ``plot`` saves the fit as an image. Returns V0 (A^3), E0 (eV), B0 (GPa), the lattice
     scale factor at V0 and the scan (volumes A^3, energies eV).
     """
+    if not 0 < strain <= MAX_EOS_STRAIN:
+        raise ValueError(f"strain must be > 0 and <= {MAX_EOS_STRAIN}, got {strain!r}")
+    if isinstance(points, bool) or not isinstance(points, (int, np.integer)) \
+            or points < MIN_EOS_POINTS:
+        raise ValueError(f"points must be an integer >= {MIN_EOS_POINTS}, got {points!r}")
     atoms = prepare(structure, calc)
     if not atoms.pbc.all():
         raise ValueError("an equation of state needs a cell periodic in all three directions")

@@ -18,6 +18,22 @@ from .integrators import integrator
 from .md_output import FrameWriter, append_csv, log_row
 from .structures import SimulationError, prepare
 
+#: longest MD timestep accepted, fs (metals run at 1-5 fs; hydrogen needs <= 1 fs)
+MAX_TIMESTEP_FS = 20.0
+
+
+def check_md_options(temperature_K: float, timestep_fs: float, steps: int,
+                     log_interval: int) -> None:
+    """ValueError naming the first MD option out of range."""
+    if not (np.isfinite(temperature_K) and temperature_K >= 0):
+        raise ValueError(f"temperature_K must be a finite number >= 0, got {temperature_K!r}")
+    if not 0 < timestep_fs <= MAX_TIMESTEP_FS:
+        raise ValueError(f"timestep_fs must be > 0 and <= {MAX_TIMESTEP_FS:g} fs, "
+                         f"got {timestep_fs!r}")
+    for name, value in (("steps", steps), ("log_interval", log_interval)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
 
 def md(structure: Any, calc: Calculator, ensemble: str = "nvt", temperature_K: float = 300.0,
        timestep_fs: float = 1.0, steps: int = 1000, thermostat: str | None = None,
@@ -35,6 +51,7 @@ def md(structure: Any, calc: Calculator, ensemble: str = "nvt", temperature_K: f
     rows written so far are kept. Returns the final Atoms (holding their results) and a
     summary (mean temperature K, NVE energy drift eV/atom, final volume A^3, the log).
     """
+    check_md_options(temperature_K, timestep_fs, steps, log_interval)
     atoms = prepare(structure, calc)
     if len(atoms) < 2:
         raise ValueError("MD needs at least two atoms: repeat the cell (atoms.repeat)")

@@ -27,6 +27,7 @@ def phonons(structure: Any, calc: Calculator, supercell: tuple[int, int, int] = 
     high-symmetry points of the standard band path, the lowest frequency on the mesh, and
     ``imaginary_modes`` (True when a mode below -0.05 THz exists).
     """
+    _check_phonon_options(structure, supercell, mesh, displacement)
     atoms = prepare(structure, calc)
     phonon = _force_constants(atoms, calc, supercell, displacement)
     special, paths, connections, labels = band_path(atoms)
@@ -40,6 +41,23 @@ def phonons(structure: Any, calc: Calculator, supercell: tuple[int, int, int] = 
         figure.close()
     return {"frequencies_THz_at": _at_points(phonon, special), "lowest_mesh_frequency_THz": lowest,
             "imaginary_modes": lowest < -0.05}
+
+
+def _check_phonon_options(structure: Any, supercell: tuple[int, int, int],
+                          mesh: tuple[int, int, int], displacement: float) -> None:
+    """ValueError naming the first option (or structure) phonons cannot work with."""
+    from ..graph import to_atoms
+
+    pbc = to_atoms(structure).pbc
+    if not pbc.all():
+        raise ValueError(f"phonons need a cell periodic in all three directions, got "
+                         f"pbc={pbc.tolist()} (for a molecule use ase.vibrations)")
+    for name, values in (("supercell", supercell), ("mesh", mesh)):
+        if len(values) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                                   or v < 1 for v in values):
+            raise ValueError(f"{name} must be three integers >= 1, got {list(values)!r}")
+    if not 0 < displacement <= 0.5:
+        raise ValueError(f"displacement must be > 0 and <= 0.5 A, got {displacement!r}")
 
 
 def _force_constants(atoms: Atoms, calc: Calculator, supercell: tuple[int, int, int],

@@ -13,7 +13,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.io import read
 
-from ..errors import ASEMPNNError
+from ..errors import ASEMPNNError, exception_reason
 from ..graph import to_atoms
 
 
@@ -24,12 +24,16 @@ class SimulationError(ASEMPNNError, RuntimeError):
 def read_structure(path: str | Path) -> Atoms:
     """The (last) structure in any file ase.io reads, with a clear error when it cannot."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give one structure file (`ase-mpnn run` takes "
+                         "folders)")
     if not path.is_file():
         raise ValueError(f"structure file {path} does not exist")
     try:
         atoms = read(path)
     except Exception as exc:  # ase raises many types for unreadable files
-        raise ValueError(f"cannot read a structure from {path}: {exc}") from exc
+        raise ValueError(f"cannot read a structure from {path}: "
+                         f"{exception_reason(exc)}") from exc
     if len(atoms) == 0:
         raise ValueError(f"{path} holds a structure with no atoms")
     return atoms

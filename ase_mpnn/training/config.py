@@ -12,6 +12,58 @@ FINE_TUNE_LR = 2e-4  # a fine-tuning run starts near a minimum: smaller steps ke
 
 SCHEDULERS = ("plateau", "cosine")  # learning-rate schedules (TrainConfig.scheduler)
 
+#: numeric options: (integer?, lowest, lowest allowed?, highest, highest allowed?, None ok?)
+NUMBER_RANGES: dict[str, tuple[bool, float, bool, float, bool, bool]] = {
+    "valid_fraction": (False, 0, True, 1, False, False),
+    "test_fraction": (False, 0, True, 1, False, False),
+    "cutoff": (False, 0, False, float("inf"), False, False),
+    "energy_weight": (False, 0, True, float("inf"), False, False),
+    "forces_weight": (False, 0, True, float("inf"), False, False),
+    "stress_weight": (False, 0, True, float("inf"), False, False),
+    "epochs": (True, 1, True, float("inf"), False, False),
+    "batch_size": (True, 1, True, float("inf"), False, False),
+    "lr": (False, 0, True, float("inf"), False, True),
+    "weight_decay": (False, 0, True, float("inf"), False, False),
+    "clip_grad": (False, 0, False, float("inf"), False, False),
+    "max_skipped_steps": (True, 1, True, float("inf"), False, False),
+    "scheduler_patience": (True, 0, True, float("inf"), False, False),
+    "scheduler_factor": (False, 0, False, 1, True, False),
+    "ema_decay": (False, 0, True, 1, False, False),
+    "early_stopping_patience": (True, 1, True, float("inf"), False, False),
+    "stage_two_energy_weight": (False, 0, True, float("inf"), False, True),
+    "stage_two_forces_weight": (False, 0, True, float("inf"), False, True),
+    "stage_two_stress_weight": (False, 0, True, float("inf"), False, True),
+    "stage_two_lr": (False, 0, False, float("inf"), False, False),
+    "max_minutes": (False, 0, False, float("inf"), False, True),
+    "seed": (True, -float("inf"), False, float("inf"), False, False),
+    "threads": (True, 1, True, float("inf"), False, True),
+}
+#: string options with a fixed set of values
+CHOICES = {"dtype": ("float32", "float64"), "optimizer": ("adam", "adamw"),
+           "finetune_e0": ("new", "all")}
+
+
+def check_option_values(config: Any) -> None:
+    """ValueError naming the first option whose value has the wrong type or range."""
+    for name, (integer, low, low_ok, high, high_ok, none_ok) in NUMBER_RANGES.items():
+        value = getattr(config, name)
+        if value is None and none_ok:
+            continue
+        kind = "an integer" if integer else "a number"
+        wrong_type = isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            integer and not isinstance(value, int))
+        if wrong_type or not (value > low or (low_ok and value == low)) or not (
+                value < high or (high_ok and value == high)):
+            bounds = (f"{'>=' if low_ok else '>'} {low:g}" if low > -float("inf") else "")
+            if high < float("inf"):
+                bounds += f"{' and ' if bounds else ''}{'<=' if high_ok else '<'} {high:g}"
+            raise ValueError(f"{name} = {value!r}: need {kind}{' ' + bounds if bounds else ''}"
+                             f"{' or null' if none_ok else ''}")
+    for name, allowed in CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise ValueError(f"{name} = {getattr(config, name)!r}: choose one of {allowed}")
+
+
 #: option names of earlier releases -> their current names (accepted by ``from_dict``)
 ALIASES = {"atomic_energies": "reference_energies"}
 
@@ -98,6 +150,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_option_values(self)
         self.label_keys()  # raises ValueError for contradicting keys
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler = {self.scheduler!r}: choose one of {SCHEDULERS}")
@@ -169,4 +222,19 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training option(s) {unknown}; valid: {sorted(known)}")
+        for name in set(values) & set(NUMBER_RANGES):
+            values[name] = _number_from_text(values[name])
         return cls(**values)
+
+
+def _number_from_text(value: Any) -> Any:
+    """A number written as text ("1e-3": PyYAML reads exponents without a dot as strings)
+    as the number; anything else unchanged (and judged by check_option_values)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() \
+        else number

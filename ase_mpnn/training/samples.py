@@ -37,7 +37,7 @@ from ase import Atoms
 from ase.io import read
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from ..errors import ASEMPNNError, InvalidStructureError
+from ..errors import ASEMPNNError, InvalidStructureError, exception_reason
 from ..graph import collate, make_structure
 from ..graph.neighbors import neighbor_list
 from ..graph.structure import check_geometry
@@ -280,6 +280,8 @@ def _db_frames(path: Path) -> list[Atoms]:
 def read_frames(path: str | Path, index: str = ":") -> list[Atoms]:
     """All frames of one file (any ase.io format; ase.db with its key_value_pairs/data)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a data file")
     if not path.exists():
         raise DataError(f"data file {path} does not exist")
     try:
@@ -288,7 +290,7 @@ def read_frames(path: str | Path, index: str = ":") -> list[Atoms]:
         else:
             frames = read(path, index=index)
     except Exception as exc:  # ase raises many types for unreadable files
-        raise DataError(f"cannot read {path}: {exc}") from exc
+        raise DataError(f"cannot read {path}: {exception_reason(exc)}") from exc
     frames = frames if isinstance(frames, list) else [frames]
     if not frames:
         raise DataError(f"{path} holds no structures")
