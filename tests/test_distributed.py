@@ -50,22 +50,24 @@ def test_static_run_stores_everything_once_and_rerun_skips(inputs, tmp_path):
                  dtype="float64")
     assert counts == {"inputs": 12, "skipped": 0, "ok": 11, "failed": 1}
     rows = rows_by_id(db)
-    assert rows["inputs.extxyz:2"].status == "failed" and "NaN" in rows["inputs.extxyz:2"].error
-    as_read = [atoms for _, atoms in read_inputs([path])]  # extxyz rounds positions
+    assert rows[f"{path}:2"].status == "failed" and "NaN" in rows[f"{path}:2"].error
+    as_read = [frame.atoms for frame in read_inputs([path])[0]]  # extxyz rounds positions
     expected = evaluate(as_read, MODEL, device="cpu", dtype="float64", errors="store")
     for k, result in enumerate(expected):
         if "error" in result:
             continue
-        row = rows[f"inputs.extxyz:{k}"]
+        row = rows[f"{path}:{k}"]
         assert row.energy == pytest.approx(result["energy"], abs=1e-10)
         np.testing.assert_allclose(row.forces, result["forces"], atol=1e-10)
         np.testing.assert_allclose(row.stress, result["stress"], atol=1e-10)
         assert row.model == MODEL and len(row.model_sha256) == 64 and "ase-mpnn" in row.package
-    again = run("static", [path], db, MODEL, workers=0, progress=False)
+    again = run("static", [path], db, MODEL, workers=0, progress=False, dtype="float64")
     assert again["skipped"] == 12 and again["ok"] == again["failed"] == 0
     assert run("static", [path], db, MODEL, workers=0, retry_failed=True,
-               progress=False)["failed"] == 1
+               progress=False, dtype="float64")["failed"] == 1
     assert len(rows_by_id(db)) == 12
+    in_float32 = run("static", [path], db, MODEL, workers=0, progress=False)
+    assert in_float32["skipped"] == 0, "a float32 run reused float64 rows"
 
 
 def test_inputs_need_unique_ids_and_readable_files(tmp_path):
@@ -74,9 +76,12 @@ def test_inputs_need_unique_ids_and_readable_files(tmp_path):
     write(tmp_path / "dup.extxyz", [atoms, atoms])
     with pytest.raises(ASEMPNNError, match="unique"):
         read_inputs([tmp_path / "dup.extxyz"])
+    with pytest.raises(ASEMPNNError, match="missing.xyz does not exist"):
+        read_inputs([tmp_path / "missing.xyz"])
     (tmp_path / "junk.xyz").write_text("not a structure\n")
-    with pytest.raises(ASEMPNNError, match="junk.xyz"):
-        read_inputs([tmp_path / "junk.xyz"])
+    frames, unreadable = read_inputs([tmp_path / "junk.xyz"])
+    assert not frames and "junk.xyz" in unreadable[0].error
+    assert "ValueError" in unreadable[0].error or "Error" in unreadable[0].error
 
 
 @pytest.mark.slow
@@ -88,10 +93,10 @@ def test_dask_relax_matches_batched_relax_and_report(inputs, tmp_path, capsys):
                  "--dtype", "float64"]) == 0
     rows = rows_by_id(db)
     assert len(rows) == 12
-    as_read = [atoms for _, atoms in read_inputs([path])]  # extxyz rounds positions
+    as_read = [frame.atoms for frame in read_inputs([path])[0]]  # extxyz rounds positions
     reference = relax_batch(as_read, MODEL, fmax=0.02, device="cpu", dtype="float64")
     for k, result in enumerate(reference):
-        row = rows[f"inputs.extxyz:{k}"]
+        row = rows[f"{path}:{k}"]
         if "error" in result:
             assert row.status == "failed"
             continue
@@ -184,9 +189,155 @@ def test_md_run_stores_final_frames(tmp_path):
     single = [k for k, atoms in enumerate(structures) if len(atoms) < 2]
     assert counts["failed"] == len(single) and counts["ok"] == 4 - len(single)
     for k, atoms in enumerate(structures):
-        row = rows[f"md.extxyz:{k}"]
+        row = rows[f"{path}:{k}"]
         if k in single:
             assert row.status == "failed" and "two atoms" in row.error
         else:
             assert row.status == "ok" and row.steps == 10
             assert not np.allclose(row.positions, atoms.positions, atol=1e-6)  # it moved
+
+
+def _static(inputs, db, **kwargs) -> dict:
+    return run("static", inputs, db, MODEL, workers=0, progress=False, dtype="float64",
+               **kwargs)
+
+
+def test_same_file_names_in_other_folders_are_other_inputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder, seed in (("b1", 1), ("b2", 2)):
+        (tmp_path / folder).mkdir()
+        write(tmp_path / folder / "inputs.extxyz", small_cells(3, seed=seed))
+    assert _static(["b1/inputs.extxyz"], "r.db")["ok"] == 3
+    again = _static(["b2/inputs.extxyz"], "r.db")
+    assert again["skipped"] == 0 and again["ok"] == 3
+    assert {"b1/inputs.extxyz:0", "b2/inputs.extxyz:2"} <= set(rows_by_id("r.db"))
+    for folder in ("s1", "s2"):  # two POSCARs in one run
+        (tmp_path / folder).mkdir()
+        write(tmp_path / folder / "POSCAR", small_cells(2, seed=len(folder))[1], format="vasp")
+    assert _static(["s1/POSCAR", "s2/POSCAR"], "r.db")["ok"] == 2
+
+
+def test_another_task_another_model_or_new_content_is_computed(tmp_path):
+    path = tmp_path / "in.extxyz"
+    write(path, small_cells(3, seed=3))
+    db = tmp_path / "r.db"
+    assert _static([path], db)["ok"] == 3
+    assert _static([path], db)["skipped"] == 3
+    relaxed = run("relax", [path], db, MODEL, workers=0, progress=False, dtype="float64",
+                  options={"steps": 3})
+    assert relaxed["skipped"] == 0 and relaxed["ok"] == 3
+    other_model = run("static", [path], db, "emt-cuni-mace", workers=0, progress=False,
+                      dtype="float64")
+    assert other_model["skipped"] == 0
+    write(path, small_cells(3, seed=4))  # the same file name, new structures
+    assert _static([path], db)["skipped"] == 0
+    assert len(ResultsDB(db)) == 12
+
+
+def test_unreadable_files_are_recorded_and_folders_expand(tmp_path):
+    folder = tmp_path / "structures"
+    (folder / "sub").mkdir(parents=True)
+    write(folder / "a.extxyz", small_cells(2, seed=1))
+    write(folder / "sub" / "b.cif", small_cells(2, seed=2)[1])
+    (folder / "bad.cif").write_text("data_broken\n_cell_length_a 3.6\nloop_\n_atom_site\n")
+    (folder / "notes.txt").write_text("not an input\n")
+    db = tmp_path / "r.db"
+    counts = _static([folder], db)
+    assert counts == {"inputs": 4, "skipped": 0, "ok": 3, "failed": 1}
+    rows = rows_by_id(db)
+    bad = rows[str(folder / "bad.cif")]
+    assert bad.status == "failed" and "cannot read structures from" in bad.error
+    assert bad.error.split(": ", 2)[-1].strip(), "no reason given for the unreadable file"
+    assert _static([folder], db)["skipped"] == 4
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ASEMPNNError, match="holds no structure files"):
+        _static([empty], db)
+
+
+def test_a_database_that_cannot_be_written_fails_before_any_compute(tmp_path, monkeypatch):
+    from ase_mpnn.runs import distributed
+
+    path = tmp_path / "in.extxyz"
+    write(path, small_cells(2))
+    monkeypatch.setattr(distributed, "run_chunk", lambda *a, **k: pytest.fail("computed"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ASEMPNNError, match="results database"):
+        _static([path], tmp_path / "file" / "r.db")
+    (tmp_path / "text.db").write_text("this is no database\n" * 100)
+    with pytest.raises(ASEMPNNError, match="cannot open the results database"):
+        _static([path], tmp_path / "text.db")
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ASEMPNNError, match="not writable"):
+            _static([path], locked / "r.db")
+
+
+@pytest.mark.parametrize("bad", [{"workers": -1}, {"chunk_size": 0}, {"threads": 0}])
+def test_run_options_out_of_range_are_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        run("static", [tmp_path / "x.extxyz"], tmp_path / "r.db", MODEL, progress=False,
+            **{"workers": 0, **bad})
+
+
+class _PoisonPlugin:
+    """Dask worker plugin: the worker process dies (as on a SIGFPE in native code) when its
+    chunk holds a structure marked ``info["poison"]``."""
+
+    name = "poison"
+
+    def setup(self, worker) -> None:
+        from ase_mpnn.runs import distributed
+
+        evaluate_chunk = distributed.evaluate
+
+        def dying_evaluate(structures, *args, **kwargs):
+            if any(atoms.info.get("poison") for atoms in structures):
+                os._exit(1)
+            return evaluate_chunk(structures, *args, **kwargs)
+
+        distributed.evaluate = dying_evaluate
+
+
+@pytest.mark.slow
+def test_a_structure_that_kills_its_worker_is_isolated_and_the_rest_finish(tmp_path,
+                                                                          monkeypatch):
+    import cloudpickle
+    from dask.distributed import WorkerPlugin
+
+    from ase_mpnn.runs import distributed
+
+    structures = small_cells(8, seed=9)
+    structures[5].info["poison"] = True
+    path = tmp_path / "in.extxyz"
+    write(path, structures)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    plugin = type("Poison", (_PoisonPlugin, WorkerPlugin), {})()
+    make_client = distributed.make_client
+
+    def client_with_poison(*args):
+        client = make_client(*args)
+        client.register_plugin(plugin)
+        return client
+
+    monkeypatch.setattr(distributed, "make_client", client_with_poison)
+    counts = run("static", [path], tmp_path / "r.db", MODEL, workers=2, chunk_size=4,
+                 retries=1, progress=False)
+    assert counts == {"inputs": 8, "skipped": 0, "ok": 7, "failed": 1}
+    rows = rows_by_id(tmp_path / "r.db")
+    assert rows[f"{path}:5"].status == "failed"
+    assert "worker process died on this structure" in rows[f"{path}:5"].error
+    assert all(r.status == "ok" for k, r in rows.items() if not k.endswith(":5"))
+
+
+@pytest.mark.parametrize("task, options, name", [
+    ("md", {"steps": -10}, "steps"), ("md", {"timestep_fs": 0.0}, "timestep_fs"),
+    ("md", {"temperature_K": -100.0}, "temperature_K"), ("relax", {"steps": -5}, "steps"),
+    ("relax", {"fmax": 0.0}, "fmax")])
+def test_task_options_out_of_range_are_refused_before_any_structure(tmp_path, task, options,
+                                                                    name):
+    with pytest.raises(ValueError, match=name):
+        run(task, [tmp_path / "x.extxyz"], tmp_path / "r.db", MODEL, workers=0,
+            progress=False, options=options)
+    assert not (tmp_path / "r.db").exists()

@@ -244,12 +244,10 @@ def test_best_model_exists_after_the_first_validation_even_if_it_is_not_finite(
     assert (out / "best.mpnn").exists()
 
 
-def test_zero_epochs_is_a_clear_error_not_a_missing_file(cuni_file, tmp_path):
-    from ase_mpnn.training import train
-    from ase_mpnn.training.trainer import TrainingError
-
-    with pytest.raises(TrainingError, match="no training epoch finished"):
-        train(_config(cuni_file, tmp_path / "run", epochs=0))
+def test_zero_epochs_is_refused_before_training(cuni_file, tmp_path):
+    with pytest.raises(ValueError, match="epochs = 0: need an integer >= 1"):
+        _config(cuni_file, tmp_path / "run", epochs=0)
+    assert not (tmp_path / "run").exists()
 
 
 def test_ema_decay_warms_up_and_resumes():
