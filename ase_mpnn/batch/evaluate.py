@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ..errors import ASEMPNNError
 from ..graph import MIN_DISTANCE, Structure, collate, make_structure
+from ..graph.structure import is_one_structure
 from ..loading import ModelSource, potential_for
 from ..potential import Potential
 from ..results import to_ase_results
@@ -71,11 +72,6 @@ def evaluate_records(potential: Potential, records: Sequence[Structure]) -> list
         half = len(records) // 2
         return (evaluate_records(potential, records[:half])
                 + evaluate_records(potential, records[half:]))
-
-
-def is_one_structure(obj: Any) -> bool:
-    """True for one Atoms or pymatgen structure (pymatgen's are sequences of sites)."""
-    return isinstance(obj, Atoms) or type(obj).__module__.startswith("pymatgen")
 
 
 def prepare(structures: Sequence[Any], potential: Potential, min_distance: float,

@@ -35,11 +35,14 @@ def to_atoms(structure: Any) -> Atoms:
     )
 
 
+def is_one_structure(obj: Any) -> bool:
+    """True for one Atoms or pymatgen structure (pymatgen's are sequences of sites)."""
+    return isinstance(obj, Atoms) or type(obj).__module__.startswith("pymatgen")
+
+
 def is_single_structure(obj: Any) -> bool:
     """True for one Atoms or pymatgen structure, False for a sequence of them."""
-    # pymatgen's Structure is itself a Sequence (of sites), so test for it by module
-    return (isinstance(obj, Atoms) or type(obj).__module__.startswith("pymatgen")
-            or not isinstance(obj, Sequence))
+    return is_one_structure(obj) or not isinstance(obj, Sequence)
 
 
 def species_indices(numbers: np.ndarray, species: Sequence[str]) -> np.ndarray:

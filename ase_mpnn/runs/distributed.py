@@ -27,6 +27,7 @@ from tqdm import tqdm
 from .._version import __version__
 from ..batch import evaluate, relax_batch
 from ..calculator import MPNNCalculator
+from ..checks import require_integer
 from ..errors import ASEMPNNError
 from ..loading import DEFAULT_DTYPE, dtype_name, load
 from ..results import attach_results
@@ -123,17 +124,14 @@ def check_task_options(task: str, options: dict[str, Any]) -> None:
     elif task == "relax":
         if not options["fmax"] > 0:
             raise ValueError(f"fmax must be > 0 eV/A, got {options['fmax']!r}")
-        steps = options["steps"]
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        require_integer("steps", options["steps"], 0)
 
 
 def check_run_options(workers: int, chunk_size: int, threads: int, retries: int) -> None:
     """ValueError naming the first option out of range."""
     for name, value, least in (("workers", workers, 0), ("chunk_size", chunk_size, 1),
                                ("threads", threads, 1), ("retries", retries, 0)):
-        if not isinstance(value, (int, np.integer)) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        require_integer(name, value, least)
 
 
 def make_client(workers: int, scheduler: str | None, threads: int):

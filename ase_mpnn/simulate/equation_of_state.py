@@ -10,6 +10,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 from ase.eos import EquationOfState
 
+from ..checks import require_integer
 from .structures import prepare
 
 #: the largest +- lattice strain of a scan (beyond it no equation of state describes a solid)
@@ -29,9 +30,7 @@ def eos(structure: Any, calc: Calculator, strain: float = 0.06, points: int = 11
     """
     if not 0 < strain <= MAX_EOS_STRAIN:
         raise ValueError(f"strain must be > 0 and <= {MAX_EOS_STRAIN}, got {strain!r}")
-    if isinstance(points, bool) or not isinstance(points, (int, np.integer)) \
-            or points < MIN_EOS_POINTS:
-        raise ValueError(f"points must be an integer >= {MIN_EOS_POINTS}, got {points!r}")
+    require_integer("points", points, MIN_EOS_POINTS)
     atoms = prepare(structure, calc)
     if not atoms.pbc.all():
         raise ValueError("an equation of state needs a cell periodic in all three directions")

@@ -12,6 +12,7 @@ from ase.md.md import MolecularDynamics
 from tqdm import tqdm
 
 from .._compat import thermalize
+from ..checks import require_integer
 from ..graph import neighbor_list
 from ..results import attach_results
 from .integrators import integrator
@@ -30,9 +31,8 @@ def check_md_options(temperature_K: float, timestep_fs: float, steps: int,
     if not 0 < timestep_fs <= MAX_TIMESTEP_FS:
         raise ValueError(f"timestep_fs must be > 0 and <= {MAX_TIMESTEP_FS:g} fs, "
                          f"got {timestep_fs!r}")
-    for name, value in (("steps", steps), ("log_interval", log_interval)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    require_integer("steps", steps, 1)
+    require_integer("log_interval", log_interval, 1)
 
 
 def md(structure: Any, calc: Calculator, ensemble: str = "nvt", temperature_K: float = 300.0,

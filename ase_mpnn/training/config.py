@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..loading import DEFAULT_DTYPE
 
@@ -12,31 +12,33 @@ FINE_TUNE_LR = 2e-4  # a fine-tuning run starts near a minimum: smaller steps ke
 
 SCHEDULERS = ("plateau", "cosine")  # learning-rate schedules (TrainConfig.scheduler)
 
-#: numeric options: (integer?, lowest, lowest allowed?, highest, highest allowed?, None ok?)
-NUMBER_RANGES: dict[str, tuple[bool, float, bool, float, bool, bool]] = {
-    "valid_fraction": (False, 0, True, 1, False, False),
-    "test_fraction": (False, 0, True, 1, False, False),
-    "cutoff": (False, 0, False, float("inf"), False, False),
-    "energy_weight": (False, 0, True, float("inf"), False, False),
-    "forces_weight": (False, 0, True, float("inf"), False, False),
-    "stress_weight": (False, 0, True, float("inf"), False, False),
-    "epochs": (True, 1, True, float("inf"), False, False),
-    "batch_size": (True, 1, True, float("inf"), False, False),
-    "lr": (False, 0, True, float("inf"), False, True),
-    "weight_decay": (False, 0, True, float("inf"), False, False),
-    "clip_grad": (False, 0, False, float("inf"), False, False),
-    "max_skipped_steps": (True, 1, True, float("inf"), False, False),
-    "scheduler_patience": (True, 0, True, float("inf"), False, False),
-    "scheduler_factor": (False, 0, False, 1, True, False),
-    "ema_decay": (False, 0, True, 1, False, False),
-    "early_stopping_patience": (True, 1, True, float("inf"), False, False),
-    "stage_two_energy_weight": (False, 0, True, float("inf"), False, True),
-    "stage_two_forces_weight": (False, 0, True, float("inf"), False, True),
-    "stage_two_stress_weight": (False, 0, True, float("inf"), False, True),
-    "stage_two_lr": (False, 0, False, float("inf"), False, False),
-    "max_minutes": (False, 0, False, float("inf"), False, True),
-    "seed": (True, -float("inf"), False, float("inf"), False, False),
-    "threads": (True, 1, True, float("inf"), False, True),
+class Bounds(NamedTuple):
+    """The values a numeric option takes: low < value < high, or <= where ``*_ok``."""
+
+    low: float = -float("inf")
+    high: float = float("inf")
+    integer: bool = False
+    low_ok: bool = True  # the low end itself is allowed
+    high_ok: bool = False
+    none_ok: bool = False  # None (YAML null) means "use the default behaviour"
+
+
+_COUNT, _WEIGHT = Bounds(1, integer=True), Bounds(0)
+_POSITIVE, _FRACTION = Bounds(0, low_ok=False), Bounds(0, 1)
+#: every numeric option and its bounds
+NUMBER_RANGES: dict[str, Bounds] = {
+    "valid_fraction": _FRACTION, "test_fraction": _FRACTION, "cutoff": _POSITIVE,
+    "energy_weight": _WEIGHT, "forces_weight": _WEIGHT, "stress_weight": _WEIGHT,
+    "epochs": _COUNT, "batch_size": _COUNT, "lr": Bounds(0, none_ok=True),
+    "weight_decay": _WEIGHT, "clip_grad": _POSITIVE, "max_skipped_steps": _COUNT,
+    "scheduler_patience": Bounds(0, integer=True), "scheduler_factor": Bounds(0, 1, False,
+                                                                             False, True),
+    "ema_decay": _FRACTION, "early_stopping_patience": _COUNT,
+    "stage_two_energy_weight": Bounds(0, none_ok=True),
+    "stage_two_forces_weight": Bounds(0, none_ok=True),
+    "stage_two_stress_weight": Bounds(0, none_ok=True), "stage_two_lr": _POSITIVE,
+    "max_minutes": Bounds(0, low_ok=False, none_ok=True), "seed": Bounds(integer=True),
+    "threads": Bounds(1, integer=True, none_ok=True),
 }
 #: string options with a fixed set of values
 CHOICES = {"dtype": ("float32", "float64"), "optimizer": ("adam", "adamw"),
@@ -45,7 +47,7 @@ CHOICES = {"dtype": ("float32", "float64"), "optimizer": ("adam", "adamw"),
 
 def check_option_values(config: Any) -> None:
     """ValueError naming the first option whose value has the wrong type or range."""
-    for name, (integer, low, low_ok, high, high_ok, none_ok) in NUMBER_RANGES.items():
+    for name, (low, high, integer, low_ok, high_ok, none_ok) in NUMBER_RANGES.items():
         value = getattr(config, name)
         if value is None and none_ok:
             continue
