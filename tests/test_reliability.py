@@ -50,13 +50,8 @@ def test_relax_stops_with_an_error_when_atoms_merge(potential):
     atoms = with_close_pair(0.4)
     atoms.positions[-1] = atoms.positions[0] + [0.12, 0, 0]  # closes in under relaxation
     calc = MPNNCalculator(potential, device="cpu", dtype="float64")
-    try:
-        relaxed, _ = relax(atoms, calc, fmax=1e-4, steps=200)
-    except InvalidStructureError as exc:
-        assert "closer than 0.1 A" in str(exc)
-    else:  # a relaxation that pushed them apart is fine too, but never a merged pair
-        assert neighbor_list(relaxed.positions, relaxed.cell, relaxed.pbc, 5.0).distances.min() \
-            > 0.1
+    with pytest.raises(InvalidStructureError, match="atoms 0 and 32 .* closer than 0.1 A"):
+        relax(atoms, calc, fmax=1e-4, steps=200)  # the random model pulls them together
 
 
 def test_atoms_a_million_angstrom_apart_are_two_isolated_atoms(potential):

@@ -10,6 +10,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.dft.kpoints import parse_path_string
 
+from ..checks import require_integer
 from .structures import prepare
 
 if TYPE_CHECKING:  # phonopy is imported when phonons are computed
@@ -48,14 +49,20 @@ def _check_phonon_options(structure: Any, supercell: tuple[int, int, int],
     """ValueError naming the first option (or structure) phonons cannot work with."""
     from ..graph import to_atoms
 
-    pbc = to_atoms(structure).pbc
+    atoms = to_atoms(structure)
+    pbc = atoms.pbc
     if not pbc.all():
         raise ValueError(f"phonons need a cell periodic in all three directions, got "
                          f"pbc={pbc.tolist()} (for a molecule use ase.vibrations)")
     for name, values in (("supercell", supercell), ("mesh", mesh)):
-        if len(values) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
-                                   or v < 1 for v in values):
+        if len(values) != 3:
             raise ValueError(f"{name} must be three integers >= 1, got {list(values)!r}")
+        for value in values:
+            require_integer(f"each entry of {name}", value, 1)
+    if len(atoms) * int(np.prod(supercell)) < 2:
+        raise ValueError(f"a supercell {list(supercell)} of {len(atoms)} atom holds a single "
+                         "atom, whose displacement only translates the crystal (no force "
+                         "constants): use a larger supercell, e.g. 3 3 3")
     if not 0 < displacement <= 0.5:
         raise ValueError(f"displacement must be > 0 and <= 0.5 A, got {displacement!r}")
 
