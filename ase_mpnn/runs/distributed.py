@@ -218,8 +218,11 @@ def run(task: str, inputs: Sequence[str | os.PathLike], db: str | os.PathLike, m
 
 def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -> None:
     """Submit every chunk; a chunk that fails as a whole (its worker died on every try) is
-    split into single structures and run again, so that only the structure that kills a
-    worker is recorded as failed and the rest of its chunk is computed."""
+    split into single structures and run again. A single structure whose worker died is run
+    once more alone, after everything else: Dask blames every task that was on a dying
+    worker, so an innocent structure that shared a worker with the culprit can be blamed
+    too. Only a structure that kills its worker while nothing else runs is recorded as
+    failed."""
     from dask.distributed import as_completed
 
     with make_client(workers, scheduler, threads) as client:
@@ -231,6 +234,7 @@ def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -
 
         futures = [submit(chunk) for chunk in chunks]
         chunk_of = {future.key: chunk for future, chunk in zip(futures, chunks)}
+        suspects: list[tuple[str, Atoms]] = []
         waiting = as_completed(futures)
         for future in waiting:
             chunk = chunk_of.pop(future.key)
@@ -243,11 +247,26 @@ def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -
                         single = submit([item])
                         chunk_of[single.key] = [item]
                         waiting.add(single)
-                    future.release()
-                    continue
-                outcomes = failed_chunk(chunk, exc, killed=killed)
+                elif killed:
+                    suspects.extend(chunk)
+                else:
+                    store(failed_chunk(chunk, exc))
+                future.release()
+                continue
             store(outcomes)
             future.release()
+        for item in suspects:  # one at a time, nothing else on the cluster
+            store(_run_alone(submit([item]), [item]))
+
+
+def _run_alone(future, chunk: list[tuple[str, Atoms]]) -> list[tuple[str, dict]]:
+    """The outcomes of one future awaited on its own; a failure is recorded per structure."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - recorded, and the run goes on
+        return failed_chunk(chunk, exc, killed=type(exc).__name__ == "KilledWorker")
+    finally:
+        future.release()
 
 
 def failed_chunk(chunk: list[tuple[str, Atoms]], exc: BaseException,
