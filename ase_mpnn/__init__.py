@@ -6,6 +6,7 @@
 
 from ._version import __version__
 from .calculator import MPNNCalculator
+from .committee import Committee
 from .errors import (
     ASEMPNNError,
     InvalidStructureError,
@@ -15,13 +16,14 @@ from .errors import (
 )
 from .graph import build_graph
 from .loading import DEFAULT_DTYPE, load_model, load_potential
-from .modelfile import read_manifest, save_model
+from .modelfile import read_manifest, save_committee, save_model
 from .potential import Potential
 from .pretrained import list_models
 
 __all__ = [
     "DEFAULT_DTYPE",
     "ASEMPNNError",
+    "Committee",
     "InvalidStructureError",
     "MPNNCalculator",
     "ModelFileError",
@@ -34,5 +36,6 @@ __all__ = [
     "load_model",
     "load_potential",
     "read_manifest",
+    "save_committee",
     "save_model",
 ]

@@ -31,7 +31,7 @@ from .batch.evaluate import MAX_ATOMS, evaluate
 from .errors import ModelFileError
 from .graph import MIN_DISTANCE, SkinNeighborList, collate, to_atoms
 from .loading import DEFAULT_DTYPE, ModelSource, dtype_name, load, resolve_device, resolve_dtype
-from .results import to_ase_results
+from .results import ase_properties, to_ase_results
 
 #: Verlet skin (Angstrom) of the calculator's neighbour list; see ase_mpnn.graph.skin
 DEFAULT_SKIN = 0.5
@@ -49,7 +49,12 @@ class MPNNCalculator(Calculator):
 
     Args:
         model: a built-in model name (``ase_mpnn.list_models()``), a model file path,
-            model-file bytes, or an in-memory AtomisticModel/Potential.
+            model-file bytes, or an in-memory AtomisticModel/Potential/Committee; a list of
+            them is evaluated as a committee. A committee (a list, or a committee file made
+            by ``save_committee`` or ``ase-mpnn train --committee``) adds its members'
+            values (``energy_comm``, ``forces_comm``, ``stress_comm``) and calibrated
+            standard deviations (``energy_std``, ``energies_std``, ``forces_std`` per atom,
+            ``stress_std``) to the results; energy, forces and stress are its mean.
             The calculator works on a frozen snapshot of an in-memory model's weights taken
             here (later training of the object does not change it), as when pickled.
         device: "auto" (CUDA if available), "cpu" or "cuda[:n]".
@@ -130,11 +135,13 @@ class MPNNCalculator(Calculator):
         self.device, self.dtype = resolve_device(self.parameters["device"]), \
             resolve_dtype(self.parameters["dtype"])
         self.potential = loaded.potential
+        # a committee adds its spread (energy_std, forces_std, ...) to what can be asked
+        self.implemented_properties = ase_properties(self.potential.outputs)
         if self.parameters["compile"]:
             self.potential = self.potential.with_compiled_model()
         self.parameters["model"] = loaded.name
         self.provenance = {
-            "architecture": self.potential.model.architecture,
+            "architecture": self.potential.architecture,
             "model_sha256": loaded.sha256,
             "package": f"ase-mpnn {__version__}",
             "cutoff": self.potential.cutoff,
@@ -237,8 +244,11 @@ def _check_skin(skin: float, cutoff: float) -> None:
         raise ValueError(f"skin must be between 0 and the cutoff ({cutoff:g} A), got {skin!r}")
 
 
-def _portable_source(source: Any) -> str:
-    """A model file's absolute path, or the built-in model's name, as given."""
+def _portable_source(source: Any) -> str | list[str]:
+    """A model file's absolute path, or the built-in model's name, as given (a list of
+    them for a committee given as a list)."""
+    if isinstance(source, (list, tuple)):
+        return [_portable_source(member) for member in source]
     path = Path(source).expanduser()
     return str(path.resolve()) if path.is_file() else str(source)
 
@@ -260,8 +270,9 @@ def _rebuild_calculator(source: str | bytes, settings: dict[str, Any],
     calculator = MPNNCalculator(source, **settings)
     found = calculator.provenance["model_sha256"]
     if model_sha256 is not None and found != model_sha256:
+        described = "<model bytes>" if isinstance(source, bytes) else repr(source)
         raise ModelFileError(
-            f"model {source!r} changed since this calculator was pickled (manifest sha256 "
+            f"model {described} changed since this calculator was pickled (manifest sha256 "
             f"{found[:12]}... instead of {model_sha256[:12]}...): results would come from "
             "other weights")
     return calculator

@@ -70,4 +70,19 @@ STRESS = register("stress", "graph", "(n_graphs, 3, 3) float",
 ATOMIC_STRESSES = register("stresses", "node", "(n_atoms, 3, 3) float",
                            "eV/Angstrom^3, sums to STRESS")
 
+# --- committee outputs, written by ase_mpnn.committee (member axis last, so that they
+# batch and un-batch like the fields above); std: over members, times the calibration
+COMMITTEE_ENERGY = register("energy_comm", "graph", "(n_graphs, n_members) float", "eV")
+COMMITTEE_ATOMIC_ENERGIES = register("energies_comm", "node", "(n_atoms, n_members) float",
+                                     "eV")
+COMMITTEE_FORCES = register("forces_comm", "node", "(n_atoms, 3, n_members) float",
+                            "eV/Angstrom")
+COMMITTEE_STRESS = register("stress_comm", "graph", "(n_graphs, 3, 3, n_members) float",
+                            "eV/Angstrom^3")
+ENERGY_STD = register("energy_std", "graph", "(n_graphs,) float", "eV")
+ATOMIC_ENERGIES_STD = register("energies_std", "node", "(n_atoms,) float", "eV")
+FORCES_STD = register("forces_std", "node", "(n_atoms,) float",
+                      "eV/Angstrom, norm of the per-component std")
+STRESS_STD = register("stress_std", "graph", "(n_graphs, 3, 3) float", "eV/Angstrom^3")
+
 CENTER, NEIGHBOR = 0, 1  # rows of EDGE_INDEX

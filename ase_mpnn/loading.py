@@ -17,18 +17,22 @@ import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import NamedTuple, Sequence, Union
 
 import torch
 
+from .committee import Committee
 from .errors import ModelFileError
 from .modelfile import model_to_bytes, potential_from_bytes, read_file_bytes
 from .models.base import AtomisticModel
 from .potential import Potential
 from .pretrained import list_models, model_path
 
-#: a built-in model's name, a model-file path, model-file bytes, or an in-memory model
-ModelSource = Union[str, os.PathLike, bytes, AtomisticModel, Potential]
+#: one model: a built-in model's name, a model-file path, model-file bytes, or an in-memory
+#: model, potential or committee
+OneSource = Union[str, os.PathLike, bytes, AtomisticModel, Potential, Committee]
+#: one model, or a list of them evaluated as a committee
+ModelSource = Union[OneSource, Sequence[OneSource]]
 
 #: the floating-point precision of every entry point unless a caller asks otherwise
 DEFAULT_DTYPE = "float32"
@@ -79,7 +83,8 @@ def model_file_path(name_or_path: str | os.PathLike) -> Path:
     )
 
 
-def freeze(potential: Potential, device: torch.device, dtype: torch.dtype) -> Potential:
+def freeze(potential: Potential | Committee, device: torch.device,
+           dtype: torch.dtype) -> Potential | Committee:
     """``potential`` on device/dtype in eval mode, its weights needing no gradient."""
     potential = potential.to(device=device, dtype=dtype).eval()
     for parameter in potential.parameters():
@@ -87,7 +92,8 @@ def freeze(potential: Potential, device: torch.device, dtype: torch.dtype) -> Po
     return potential
 
 
-def _cached(data: bytes, source: str, device: torch.device, dtype: torch.dtype) -> Potential:
+def _cached(data: bytes, source: str, device: torch.device,
+            dtype: torch.dtype) -> Potential | Committee:
     """Load model-file bytes once per process and (device, dtype); later calls share it."""
     key = (hashlib.sha256(data).hexdigest(), str(device), dtype)
     with _CACHE_LOCK:
@@ -107,7 +113,7 @@ class LoadedPotential(NamedTuple):
             snapshot that recreates it anywhere), else None.
     """
 
-    potential: Potential
+    potential: Potential | Committee
     name: str
     sha256: str
     data: bytes | None
@@ -118,13 +124,16 @@ def load(source: ModelSource, device: str | torch.device = "auto",
     """Any model source -> a frozen potential with its name and manifest hash.
 
     Files and bytes are cached per process; an in-memory model is snapshotted (its later
-    training does not change the result) and not cached.
+    training does not change the result) and not cached. A list or tuple of sources is
+    loaded as a Committee of them (uncalibrated: std factors 1).
     """
     device, dtype = resolve_device(device), resolve_dtype(dtype)
-    if isinstance(source, (AtomisticModel, Potential)):
+    if isinstance(source, (list, tuple)):
+        return _committee_of(source, device, dtype)
+    if isinstance(source, (AtomisticModel, Potential, Committee)):
         data = model_to_bytes(source)
         potential = freeze(potential_from_bytes(data), device, dtype)
-        name = f"<in-memory {potential.model.architecture}>"
+        name = f"<in-memory {potential.architecture}>"
         return LoadedPotential(potential, name, potential.manifest_sha256, data)
     if isinstance(source, bytes):
         potential = _cached(source, "model data", device, dtype)
@@ -134,8 +143,22 @@ def load(source: ModelSource, device: str | torch.device = "auto",
     return LoadedPotential(potential, str(source), potential.manifest_sha256, None)
 
 
+def _committee_of(sources: Sequence[OneSource], device: torch.device,
+                  dtype: torch.dtype) -> LoadedPotential:
+    """Members loaded one by one (files cached and shared) as one Committee."""
+    loaded = [load(source, device, dtype) for source in sources]
+    committee = Committee([member.potential for member in loaded])
+    shas = ",".join(member.sha256 for member in loaded)
+    committee.manifest_sha256 = hashlib.sha256(shas.encode()).hexdigest()
+    name = f"committee of {', '.join(member.name for member in loaded)}"
+    if any(member.data is not None for member in loaded):  # a snapshot that pickles
+        snapshot = load(model_to_bytes(committee), device, dtype)
+        return snapshot._replace(name=name)
+    return LoadedPotential(committee, name, committee.manifest_sha256, None)
+
+
 def load_potential(source: ModelSource, device: str | torch.device = "auto",
-                   dtype: str | torch.dtype = DEFAULT_DTYPE) -> Potential:
+                   dtype: str | torch.dtype = DEFAULT_DTYPE) -> Potential | Committee:
     """The frozen potential of any model source (see ``load``)."""
     return load(source, device, dtype).potential
 
@@ -144,8 +167,9 @@ def load_model(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
-) -> Potential:
-    """Load a model file (or built-in model) as a trainable Potential in eval mode.
+) -> Potential | Committee:
+    """Load a model file (or built-in model) as a trainable Potential (a Committee for a
+    committee file) in eval mode.
 
     Unlike ``load_potential`` the result is a fresh object, not shared, whose weights
     keep ``requires_grad`` (for fine-tuning or inspection).
@@ -162,11 +186,11 @@ def load_model(
 
 
 def potential_for(source: ModelSource, device: str | torch.device | None = None,
-                  dtype: str | torch.dtype | None = None) -> Potential:
+                  dtype: str | torch.dtype | None = None) -> Potential | Committee:
     """The potential batch code runs: a Potential already on the requested device and
     dtype (None: any) is used as it is, sharing its weights (``MPNNCalculator.potential``);
     any other source goes through ``load_potential`` ("auto" and DEFAULT_DTYPE for None)."""
-    if isinstance(source, Potential):
+    if isinstance(source, (Potential, Committee)):
         weights = next(source.parameters())
         if ((device is None or resolve_device(device) == weights.device)
                 and (dtype is None or resolve_dtype(dtype) == weights.dtype)):

@@ -20,17 +20,23 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from ._version import __version__
+from .committee import Committee
 from .errors import ModelFileError
 from .models.base import AtomisticModel, architecture_class, build_model
 from .potential import Potential, as_potential
 
 FORMAT_NAME = "ase-mpnn-model"
+#: the version this package writes for one model; a committee file is version 2 (older
+#: readers then ask for an upgrade instead of failing on a missing weights.pt)
 FORMAT_VERSION = 1
+COMMITTEE_FORMAT_VERSION = 2
+#: the highest version this package reads
+READ_VERSION = COMMITTEE_FORMAT_VERSION
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
@@ -69,11 +75,13 @@ def content_checksum(manifest: dict[str, Any], weights: bytes) -> str:
     return hashlib.sha256(canonical + b"\0" + weights).hexdigest()
 
 
-def model_to_bytes(model: AtomisticModel | Potential, **extra: Any) -> bytes:
+def model_to_bytes(model: AtomisticModel | Potential | Committee, **extra: Any) -> bytes:
     """Serialise a model or potential to the bytes of a model file.
 
     ``extra`` adds JSON-safe entries to the manifest (e.g. training metadata).
     """
+    if isinstance(model, Committee):
+        return committee_to_bytes(model, **extra)
     potential = as_potential(model)
     weights = _state_dict_bytes(potential)
     manifest = make_manifest(potential, weights, **extra)
@@ -105,21 +113,76 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def save_model(model: AtomisticModel | Potential, path: str | os.PathLike, **extra: Any) -> Path:
-    """Save a model (or potential) to one file, atomically. Returns the path.
+def save_model(model: AtomisticModel | Potential | Committee, path: str | os.PathLike,
+               **extra: Any) -> Path:
+    """Save a model, potential or committee to one file, atomically. Returns the path.
 
     ``extra`` adds JSON-safe entries to the manifest.
     """
     return atomic_write_bytes(path, model_to_bytes(model, **extra))
 
 
-def _read_archive(data: bytes, source: str) -> tuple[dict[str, Any], bytes, bytes]:
-    """(manifest, manifest bytes, weights bytes) of a model file's contents; checks format."""
+def _members_extra(potential: Potential) -> dict[str, Any]:
+    """What a loaded member's manifest said beyond its architecture (name, metrics, ...)."""
+    manifest = getattr(potential, "manifest", None) or {}
+    return {k: manifest[k] for k in ("name", "test_metrics", "training") if k in manifest}
+
+
+def committee_to_bytes(committee: Committee, **extra: Any) -> bytes:
+    """Serialise a committee: one archive holding each member's model file and a manifest
+    (members, their sha256, species, cutoff, calibration factors, ``extra``)."""
+    members = [model_to_bytes(m, **_members_extra(m)) for m in committee.members]
+    names = [f"members/{k}.mpnn" for k in range(len(members))]
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": COMMITTEE_FORMAT_VERSION,
+        "kind": "committee",
+        "architecture": committee.architecture,
+        "members": names,
+        "members_sha256": [hashlib.sha256(m).hexdigest() for m in members],
+        "species": list(committee.species),
+        "cutoff": committee.cutoff,
+        "calibration": dict(committee.calibration),
+        "units": UNITS,
+        "n_parameters": sum(p.numel() for p in committee.parameters()),
+        "package_version": __version__,
+        **extra,
+    }
+    manifest["content_sha256"] = content_checksum(manifest, b"".join(members))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        for name, data in zip(names, members):
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def save_committee(members: Sequence[Potential | AtomisticModel | str | os.PathLike],
+                   path: str | os.PathLike, calibration: dict[str, float] | None = None,
+                   **extra: Any) -> Path:
+    """Save models (objects, model files or built-in names) as one committee file."""
+    potentials = [_as_member(m) for m in members]
+    return save_model(Committee(potentials, calibration), path, **extra)
+
+
+def _as_member(member: Potential | AtomisticModel | str | os.PathLike) -> Potential:
+    if isinstance(member, (Potential, AtomisticModel)):
+        return as_potential(member)
+    from .loading import load_model  # loading imports this module
+
+    return load_model(member)
+
+
+def _read_archive(data: bytes, source: str) -> tuple[dict[str, Any], bytes, dict[str, bytes]]:
+    """(manifest, manifest bytes, {entry name: bytes}) of a model file; checks the format,
+    the version and every checksum."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             manifest_bytes = archive.read(MANIFEST)
-            weights = archive.read(WEIGHTS)
-        manifest = json.loads(manifest_bytes)
+            manifest = json.loads(manifest_bytes)
+            names = (manifest.get("members", []) if isinstance(manifest, dict)
+                     and manifest.get("kind") == "committee" else [WEIGHTS])
+            entries = {name: archive.read(name) for name in names}
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError,
             zipfile.LargeZipFile) as exc:
         raise ModelFileError(
@@ -129,31 +192,53 @@ def _read_archive(data: bytes, source: str) -> tuple[dict[str, Any], bytes, byte
         raise ModelFileError(
             f"{source} is not an ase-mpnn model file (no '{FORMAT_NAME}' manifest)")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or version > READ_VERSION:
         raise ModelFileError(
             f"{source} has model-file format version {version}, written by ase-mpnn "
             f"{manifest.get('package_version')}; this ase-mpnn {__version__} reads up to "
-            f"version {FORMAT_VERSION}: upgrade ase-mpnn"
+            f"version {READ_VERSION}: upgrade ase-mpnn"
         )
-    digest = hashlib.sha256(weights).hexdigest()
-    if digest != manifest.get("weights_sha256"):
-        raise ModelFileError(
-            f"{source}: the weights' sha256 {digest[:12]}... does not match the manifest's "
-            f"{str(manifest.get('weights_sha256'))[:12]}...: the file was modified or damaged"
-        )
+    expected = manifest.get("members_sha256") if manifest.get("kind") == "committee" \
+        else [manifest.get("weights_sha256")]
+    if not isinstance(expected, list) or len(expected) != len(entries):
+        raise ModelFileError(f"{source}: the manifest lists {len(entries)} entries but "
+                             f"{expected!r} as their sha256: the file was modified or damaged")
+    for (name, entry), want in zip(entries.items(), expected):
+        digest = hashlib.sha256(entry).hexdigest()
+        if digest != want:
+            raise ModelFileError(
+                f"{source}: the sha256 {digest[:12]}... of {name} does not match the "
+                f"manifest's {str(want)[:12]}...: the file was modified or damaged")
     # files written before the content checksum existed carry only the weights' hash
-    if "content_sha256" in manifest and content_checksum(manifest, weights) != manifest[
-            "content_sha256"]:
+    if "content_sha256" in manifest and content_checksum(
+            manifest, b"".join(entries.values())) != manifest["content_sha256"]:
         raise ModelFileError(
             f"{source}: manifest.json does not match the checksum written with it (edited by "
             "hand? species, cutoff or hyper-parameters changed?): the file was modified or "
             "damaged; rebuild it with save_model")
-    return manifest, manifest_bytes, weights
+    return manifest, manifest_bytes, entries
 
 
-def potential_from_bytes(data: bytes, source: str = "model data") -> Potential:
-    """Rebuild a Potential (on the CPU, in the saved dtype, eval mode) from model-file bytes."""
-    manifest, manifest_bytes, weights = _read_archive(data, source)
+def potential_from_bytes(data: bytes, source: str = "model data") -> Potential | Committee:
+    """Rebuild a Potential, or a Committee of them, (on the CPU, in the saved dtype, eval
+    mode) from model-file bytes."""
+    manifest, manifest_bytes, entries = _read_archive(data, source)
+    if manifest.get("kind") == "committee":
+        members = [potential_from_bytes(entry, f"{source}:{name}")
+                   for name, entry in entries.items()]
+        try:
+            potential = Committee(members, manifest.get("calibration"))
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"{source}: not a valid committee: {exc}") from exc
+    else:
+        potential = _single_potential(manifest, entries[WEIGHTS], source)
+    potential.manifest = manifest
+    potential.manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
+    return potential.eval()
+
+
+def _single_potential(manifest: dict[str, Any], weights: bytes, source: str) -> Potential:
+    """The Potential a single-model manifest and its weights describe."""
     architecture_class(manifest["architecture"])  # unknown names: UnknownArchitectureError
     dtype = manifest.get("dtype", "float32")
     if dtype not in ("float32", "float64"):
@@ -173,9 +258,7 @@ def potential_from_bytes(data: bytes, source: str = "model data") -> Potential:
         raise ModelFileError(
             f"{source}: the weights do not fit the architecture the manifest describes: {exc}"
         ) from exc
-    potential.manifest = manifest
-    potential.manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
-    return potential.eval()
+    return potential
 
 
 def read_file_bytes(path: str | os.PathLike) -> bytes:

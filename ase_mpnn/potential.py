@@ -24,7 +24,7 @@ sigma_i = (1/V) sum_{edges e at i} 1/2 sym(r_e (x) dE/dr_e); they sum to sigma.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -183,6 +183,17 @@ class Potential(nn.Module):
         """Neighbour cutoff radius, Angstrom."""
         return self.model.cutoff
 
+    @property
+    def architecture(self) -> str:
+        """The model's architecture name (e.g. "SchNet")."""
+        return self.model.architecture
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The graph keys forward can return."""
+        return (keys.ENERGY, keys.ATOMIC_ENERGIES, keys.FORCES, keys.STRESS,
+                keys.ATOMIC_STRESSES)
+
     def isolated_atom_outputs(self, like: torch.Tensor) -> torch.Tensor:
         """e_iso (n_species,): the model's output for an atom with no neighbours.
 
@@ -226,6 +237,10 @@ class Potential(nn.Module):
         e = model(graph) - e_iso[species]
         return self.scale[species] * e + self.shift[species] + self.reference_energies[species]
 
+    def energy_terms(self) -> list[EnergyTerm]:
+        """The energy functions this potential sums over: its own, with its cutoff."""
+        return [EnergyTerm(self.per_atom_energies, self.cutoff, False)]
+
     def forward(
         self,
         graph: Graph,
@@ -249,73 +264,112 @@ class Potential(nn.Module):
         Returns:
             dict with ENERGY (n_graphs,), ATOMIC_ENERGIES (n_atoms,) and those requested.
         """
-        batch, n_graphs = graph[keys.BATCH], graph[keys.CELL].shape[0]
-        positions, cell = graph[keys.POSITIONS], graph[keys.CELL]
-        wants_strain = stress or atomic_stresses
-        with torch.enable_grad():
+        return evaluate_terms(graph, self.energy_terms(), forces, stress, atomic_stresses,
+                              create_graph)[0]
+
+
+class EnergyTerm(NamedTuple):
+    """One energy function of a graph carrying edge geometry, with its own cutoff.
+
+    Attributes:
+        per_atom_energies: graph -> E_i (n_atoms,), eV.
+        cutoff: Angstrom; the pairs beyond it are dropped before the call when the graph
+            holds longer ones (a Verlet-skin list, or a committee member of shorter range).
+        always_drop: drop the pairs beyond ``cutoff`` even without LIST_CUTOFF in the graph.
+    """
+
+    per_atom_energies: Callable[[Graph], torch.Tensor]
+    cutoff: float
+    always_drop: bool
+
+
+def evaluate_terms(graph: Graph, terms: Sequence[EnergyTerm], forces: bool = True,
+                   stress: bool = False, atomic_stresses: bool = False,
+                   create_graph: bool = False) -> list[Graph]:
+    """Energies and their derivatives for each of several energy functions, in one backward.
+
+    Each term gets its own leaf tensors (positions, strain): the energy of term k depends
+    only on its leaves, so one backward pass of sum_k E_k gives every term's own forces
+    and stress (a committee's members, at the cost of one backward through all of them).
+
+    Returns:
+        One output dict per term, as ``Potential.forward`` documents.
+    """
+    batch, n_graphs = graph[keys.BATCH], graph[keys.CELL].shape[0]
+    wants_strain = stress or atomic_stresses
+    outs, leaves = [], []
+    with torch.enable_grad():
+        for term in terms:
+            positions, cell = graph[keys.POSITIONS], graph[keys.CELL]
             if forces:
                 positions = positions.detach().requires_grad_(True)
-            strain = None
+            wrt = {"forces": positions if forces else None, "stress": None, "edges": None}
             if wants_strain:
                 strain = torch.zeros_like(cell, requires_grad=True)
                 symmetric = 0.5 * (strain + strain.transpose(1, 2))
                 positions = positions + torch.einsum("ni,nij->nj", positions, symmetric[batch])
                 cell = cell + cell @ symmetric
-            graph = edge_geometry(graph, positions, cell)
-            if keys.LIST_CUTOFF in graph:  # built with a Verlet skin
-                graph = drop_edges_beyond(graph, self.cutoff)
-            energies = self.per_atom_energies(graph)
-            energy = scatter_sum(energies, batch, n_graphs)
-            wrt = {"forces": positions if forces else None, "stress": strain,
-                   "edges": graph[keys.EDGE_VECTORS] if atomic_stresses else None}
-            grads = self._gradients(energy, wrt, create_graph)
-        out = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: energies}
-        if forces:
-            out[keys.FORCES] = -grads["forces"]
-        if wants_strain:
-            periodic = graph[keys.PBC].all(dim=1)
-            volume = safe_volume(graph[keys.CELL], periodic)
-            if stress:
-                out[keys.STRESS] = _mark_undefined(grads["stress"] / volume[:, None, None],
-                                                   periodic)
+                wrt["stress"] = strain
+            geometry = edge_geometry(graph, positions, cell)
+            if term.always_drop or keys.LIST_CUTOFF in graph:
+                geometry = drop_edges_beyond(geometry, term.cutoff)
             if atomic_stresses:
-                per_atom = self._atomic_stresses(graph, grads["edges"], volume)
-                out[keys.ATOMIC_STRESSES] = _mark_undefined(per_atom, periodic[batch])
+                wrt["edges"] = geometry[keys.EDGE_VECTORS]
+            energies = term.per_atom_energies(geometry)
+            outs.append({keys.ENERGY: scatter_sum(energies, batch, n_graphs),
+                         keys.ATOMIC_ENERGIES: energies, "geometry": geometry})
+            leaves.append(wrt)
+        total = sum(out[keys.ENERGY].sum() for out in outs)
+        grads = _gradients(total, leaves, create_graph)
+    periodic = graph[keys.PBC].all(dim=1)
+    volume = safe_volume(graph[keys.CELL], periodic)
+    for out, grad in zip(outs, grads):
+        geometry = out.pop("geometry")
+        if forces:
+            out[keys.FORCES] = -grad["forces"]
+        if stress:
+            out[keys.STRESS] = _mark_undefined(grad["stress"] / volume[:, None, None], periodic)
+        if atomic_stresses:
+            per_atom = _atomic_stresses(geometry, grad["edges"], volume)
+            out[keys.ATOMIC_STRESSES] = _mark_undefined(per_atom, periodic[batch])
+    return outs
+
+
+def _gradients(energy: torch.Tensor, leaves: list[dict[str, torch.Tensor | None]],
+               create_graph: bool) -> list[dict[str, torch.Tensor]]:
+    """dE/d(each leaf) in one backward pass; zeros where E does not depend on it."""
+    flat = [(k, name, x) for k, wrt in enumerate(leaves) for name, x in wrt.items()
+            if x is not None]
+    out: list[dict[str, torch.Tensor]] = [{} for _ in leaves]
+    if not flat:
         return out
+    inputs = [x for _, _, x in flat]
+    if energy.requires_grad:
+        grads = torch.autograd.grad(energy, inputs, create_graph=create_graph,
+                                    allow_unused=True)
+    else:  # nothing to differentiate: e.g. no edges and frozen weights
+        grads = [None] * len(inputs)
+    for (k, name, x), g in zip(flat, grads):
+        out[k][name] = torch.zeros_like(x) if g is None else g
+    return out
 
-    @staticmethod
-    def _gradients(
-        energy: torch.Tensor, wrt: dict[str, torch.Tensor | None], create_graph: bool
-    ) -> dict[str, torch.Tensor]:
-        """dE/d(each tensor in wrt) in one backward pass; zeros where E does not depend on it."""
-        names = [k for k, v in wrt.items() if v is not None]
-        inputs = [wrt[k] for k in names]
-        if not inputs:
-            return {}
-        if energy.requires_grad:
-            grads = torch.autograd.grad(
-                energy.sum(), inputs, create_graph=create_graph, allow_unused=True
-            )
-        else:  # nothing to differentiate: e.g. no edges and frozen weights
-            grads = [None] * len(inputs)
-        return {k: torch.zeros_like(x) if g is None else g for k, x, g in zip(names, inputs, grads)}
 
-    @staticmethod
-    def _atomic_stresses(
-        graph: Graph, edge_grads: torch.Tensor, volume: torch.Tensor
-    ) -> torch.Tensor:
-        """Half of each bond's virial r_e (x) dE/dr_e to each of its two atoms, over V."""
-        centers, neighbors = graph[keys.EDGE_INDEX]
-        virial = graph[keys.EDGE_VECTORS][:, :, None] * edge_grads[:, None, :]
-        virial = 0.25 * (virial + virial.transpose(1, 2))  # symmetrised, halved
-        n_atoms = graph[keys.POSITIONS].shape[0]
-        per_atom = scatter_sum(virial, centers, n_atoms) + scatter_sum(virial, neighbors, n_atoms)
-        return per_atom / volume[graph[keys.BATCH]][:, None, None]
+def _atomic_stresses(graph: Graph, edge_grads: torch.Tensor, volume: torch.Tensor
+                     ) -> torch.Tensor:
+    """Half of each bond's virial r_e (x) dE/dr_e to each of its two atoms, over V."""
+    centers, neighbors = graph[keys.EDGE_INDEX]
+    virial = graph[keys.EDGE_VECTORS][:, :, None] * edge_grads[:, None, :]
+    virial = 0.25 * (virial + virial.transpose(1, 2))  # symmetrised, halved
+    n_atoms = graph[keys.POSITIONS].shape[0]
+    per_atom = scatter_sum(virial, centers, n_atoms) + scatter_sum(virial, neighbors, n_atoms)
+    return per_atom / volume[graph[keys.BATCH]][:, None, None]
 
 
 def as_potential(model: AtomisticModel | Potential) -> Potential:
-    """Wrap a bare model in a Potential with unit scale, zero shift and zero E0."""
-    if isinstance(model, Potential):
+    """Wrap a bare model in a Potential with unit scale, zero shift and zero E0; a
+    Potential, or anything evaluated like one (a Committee: it has ``energy_terms``), is
+    returned as it is."""
+    if isinstance(model, Potential) or callable(getattr(model, "energy_terms", None)):
         return model
     if isinstance(model, AtomisticModel):
         return Potential(model)

@@ -22,6 +22,11 @@ from .graph.batching import unbatch
 #: the ASE properties a stored result keeps (those the structure's calculator computed)
 RESULT_PROPERTIES = ("energy", "free_energy", "energies", "forces", "stress", "stresses")
 
+#: a committee's results (ase_mpnn.committee): members' values, first axis the member, as
+#: mace-torch names them, and calibrated standard deviations
+COMMITTEE_PROPERTIES = ("energy_comm", "forces_comm", "stress_comm", "energy_std",
+                        "energies_std", "forces_std", "stress_std")
+
 
 def to_ase_results(out: dict[str, torch.Tensor], n_atoms: Sequence[int],
                    periodic: Sequence[bool]) -> list[dict[str, Any]]:
@@ -40,8 +45,38 @@ def to_ase_results(out: dict[str, torch.Tensor], n_atoms: Sequence[int],
             result["stress"] = full_3x3_to_voigt_6_stress(part[keys.STRESS])
         if is_periodic and keys.ATOMIC_STRESSES in part:
             result["stresses"] = full_3x3_to_voigt_6_stress(part[keys.ATOMIC_STRESSES])
+        if keys.COMMITTEE_ENERGY in part:
+            result.update(_committee_results(part, is_periodic))
         results.append(result)
     return results
+
+
+def _committee_results(part: dict[str, np.ndarray], periodic: bool) -> dict[str, Any]:
+    """One structure's committee fields -> ASE results (members first, Voigt stresses).
+
+    energy_comm (n_members,) eV, forces_comm (n_members, n, 3) eV/A, stress_comm
+    (n_members, 6) eV/A^3; energy_std eV, energies_std (n,) eV, forces_std (n,) eV/A,
+    stress_std (6,) eV/A^3.
+    """
+    result = {"energy_comm": part[keys.COMMITTEE_ENERGY],
+              "energy_std": float(part[keys.ENERGY_STD]),
+              "energies_std": part[keys.ATOMIC_ENERGIES_STD]}
+    if keys.COMMITTEE_FORCES in part:
+        result["forces_comm"] = np.moveaxis(part[keys.COMMITTEE_FORCES], -1, 0)
+        result["forces_std"] = part[keys.FORCES_STD]
+    if periodic and keys.COMMITTEE_STRESS in part:
+        members = np.moveaxis(part[keys.COMMITTEE_STRESS], -1, 0)
+        result["stress_comm"] = np.array([full_3x3_to_voigt_6_stress(s) for s in members])
+        result["stress_std"] = full_3x3_to_voigt_6_stress(part[keys.STRESS_STD])
+    return result
+
+
+def ase_properties(outputs: Sequence[str]) -> list[str]:
+    """The ASE results a potential with these output keys can give."""
+    names = list(RESULT_PROPERTIES)
+    if keys.COMMITTEE_ENERGY in outputs:
+        names += COMMITTEE_PROPERTIES
+    return names
 
 
 def attach_results(atoms: Atoms, results: dict[str, Any] | None = None, *,
