@@ -37,6 +37,16 @@ def _train(args: argparse.Namespace) -> int:
         values["data"] = values["data"][0]  # --data takes one file or several
     if args.resume:
         values["resume"] = True
+    if args.committee:
+        from ..training.committee import train_committee
+
+        summary = train_committee(TrainConfig.from_dict(values), args.committee,
+                                  bootstrap=args.bootstrap)
+        print(json.dumps({k: v for k, v in summary.items()
+                          if k not in ("member_summaries", "test_calibration")}, indent=2))
+        return 0
+    if args.bootstrap:
+        values["bootstrap"] = True
     summary = train(TrainConfig.from_dict(values))
     print(json.dumps({k: v for k, v in summary.items() if k != "test"}, indent=2))
     return 0
@@ -139,6 +149,13 @@ def add_commands(commands) -> None:
                        help="fine-tune: start from this model file or built-in name (its "
                             "architecture and cutoff; new elements of the data are added, "
                             "their E0 fitted; default lr 2e-4)")
+    train.add_argument("--committee", type=integer(2), metavar="N",
+                       help="train N members (seeds seed..seed+N-1, one data split; each "
+                            "resumable, max_minutes each) and write OUTPUT/committee.mpnn, "
+                            "its uncertainty calibrated on the validation frames")
+    train.add_argument("--bootstrap", action="store_true",
+                       help="train on a bootstrap sample of the training frames (with "
+                            "--committee: one per member)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override any option, e.g. --set lr=5e-4 --set "
                             "'hyperparameters={\"n_features\": 32}'")

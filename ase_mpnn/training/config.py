@@ -38,6 +38,7 @@ NUMBER_RANGES: dict[str, Bounds] = {
     "stage_two_forces_weight": Bounds(0, none_ok=True),
     "stage_two_stress_weight": Bounds(0, none_ok=True), "stage_two_lr": _POSITIVE,
     "max_minutes": Bounds(0, low_ok=False, none_ok=True), "seed": Bounds(integer=True),
+    "split_seed": Bounds(integer=True, none_ok=True),
     "threads": Bounds(1, integer=True, none_ok=True),
 }
 #: string options with a fixed set of values
@@ -140,7 +141,12 @@ class TrainConfig:
     stage_two_lr: float = 1e-3
     max_minutes: float | None = None  # stop (with a checkpoint) after this wall time
     dtype: str = DEFAULT_DTYPE  # training precision, "float32" or "float64"
-    seed: int = 0
+    seed: int = 0  # initial weights, batch order and (unless split_seed) the data split
+    # the train/valid/test split's seed (None: seed); a committee's members share it
+    split_seed: int | None = None
+    # train on a bootstrap sample of the training frames (drawn with replacement, seed
+    # ``seed``): committee members then differ in their data as well as their weights
+    bootstrap: bool = False
     device: str = "cpu"
     threads: int | None = None  # torch CPU threads (default: torch's choice)
     # fine-tuning: start from this model file or built-in name (its architecture,

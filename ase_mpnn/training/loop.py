@@ -33,6 +33,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ..loading import load_model
@@ -120,11 +121,15 @@ def _load_splits(config: TrainConfig, read: dict[str, list[Sample]] | None = Non
     samples = without_isolated(load(config.data))
     fractions = [1.0 - config.valid_fraction - config.test_fraction, config.valid_fraction,
                  config.test_fraction]
-    train, valid, test = split_samples(samples, fractions, config.seed)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    train, valid, test = split_samples(samples, fractions, split_seed)
     if config.valid_data:
         train, valid = train + valid, without_isolated(load(config.valid_data))
     if config.test_data:
         train, test = train + test, without_isolated(load(config.test_data))
+    if config.bootstrap:  # as many frames, drawn with replacement
+        draw = np.random.default_rng(config.seed).integers(0, len(train), len(train))
+        train = [train[i] for i in draw]
     if not train or not valid:
         raise ValueError(f"need training and validation frames; got {len(train)} and {len(valid)}")
     for part in (train, valid, test):
