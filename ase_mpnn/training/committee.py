@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..committee import Committee
 from ..loading import load_model
@@ -31,17 +31,20 @@ COMMITTEE_FILE = "committee.mpnn"
 SUMMARY_FILE = "committee_summary.json"
 
 
-def member_config(config: TrainConfig, k: int, bootstrap: bool) -> TrainConfig:
-    """The config of member k: seed + k, the shared split, its own output folder."""
+def member_config(config: TrainConfig, k: int, bootstrap: bool,
+                  init: str | None = None) -> TrainConfig:
+    """The config of member k: seed + k, the shared split, its own output folder and, for
+    fine-tuning, its own starting model ``init`` (default: the config's)."""
     split_seed = config.seed if config.split_seed is None else config.split_seed
     out = Path(config.output) / f"member_{k}"
     return dataclasses.replace(config, seed=config.seed + k, split_seed=split_seed,
                                bootstrap=bootstrap, output=str(out),
+                               init=config.init if init is None else init,
                                resume=config.resume and (out / "checkpoint.pt").exists())
 
 
 def train_committee(config: TrainConfig, n_members: int, bootstrap: bool = False,
-                    calibrate: bool = True,
+                    calibrate: bool = True, init_members: Sequence[str] | None = None,
                     train_member: Callable[[TrainConfig], dict] | None = None) -> dict[str, Any]:
     """Train (or resume) ``n_members`` members and write OUTPUT/committee.mpnn.
 
@@ -52,6 +55,8 @@ def train_committee(config: TrainConfig, n_members: int, bootstrap: bool = False
         bootstrap: train each member on its own bootstrap sample of the training frames.
         calibrate: fit the std scale factors on the validation frames
             (ase_mpnn.training.calibration.fit_calibration) and store them in the file.
+        init_members: fine-tune: member k starts from model file ``init_members[k]`` (a
+            committee grown by active learning keeps its members apart this way).
         train_member: the function that trains one member (default ``train``).
 
     Returns:
@@ -60,13 +65,17 @@ def train_committee(config: TrainConfig, n_members: int, bootstrap: bool = False
     if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 2:
         raise ValueError(f"a committee needs an integer number of members >= 2, got "
                          f"{n_members!r}")
+    if init_members is not None and len(init_members) != n_members:
+        raise ValueError(f"init_members lists {len(init_members)} models for {n_members} "
+                         "members")
+    inits = list(init_members) if init_members is not None else [None] * n_members
     if train_member is None:
         from .loop import train as train_member
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     summaries = []
     for k in range(n_members):
-        member = member_config(config, k, bootstrap or config.bootstrap)
+        member = member_config(config, k, bootstrap or config.bootstrap, inits[k])
         done = Path(member.output) / "summary.json"
         if config.resume and done.exists():
             print(f"committee member {k}: finished before, kept ({done})")
