@@ -19,6 +19,7 @@ import time
 from collections import deque
 from typing import Any, Sequence
 
+import numpy as np
 from ase import Atoms
 from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
@@ -47,11 +48,14 @@ class Relaxation:
         self.steps = 0
         self.converged = False
         self.results: dict[str, Any] = {}
+        self.max_force_stds: list[float] = []  # a committee's, one per evaluated step, eV/A
 
     def receive(self, results: dict[str, Any], fmax: float) -> None:
         """Energy, forces and stress at the current geometry, from the batched evaluation."""
         attach_results(self.atoms, results, copy=False)
         self.results = results
+        if "forces_std" in results:  # a committee: how far this geometry extrapolates
+            self.max_force_stds.append(float(np.max(results["forces_std"])))
         self.optimizer.fmax = fmax
         self.converged = bool(self.optimizer.gradient_converged(
             self.optimizer.optimizable.get_gradient()))
@@ -68,7 +72,18 @@ class Relaxation:
                   "seconds": time.perf_counter() - self.start}
         if error:
             return {**result, "error": error}
-        return {**result, **{k: v for k, v in self.results.items() if k != "energies"}}
+        result.update({k: v for k, v in self.results.items() if k != "energies"})
+        if "forces_std" in self.results:
+            result.update(self._uncertainty(result["atoms"]))
+        return result
+
+    def _uncertainty(self, atoms: Atoms) -> dict[str, Any]:
+        """A committee's largest per-atom force std (eV/A) of the final geometry and the
+        index of its atom (also put into ``atoms.info``), and that std of every step."""
+        std = self.results["forces_std"]
+        fields = {"max_force_std": float(np.max(std)), "uncertain_atom": int(np.argmax(std))}
+        atoms.info.update(fields)
+        return {**fields, "max_force_std_per_step": list(self.max_force_stds)}
 
 
 class RelaxationBatch:
@@ -139,6 +154,11 @@ def relax_batch(
         as a SinglePointCalculator), ``energy``, ``forces``, ``stress`` (periodic), ``steps``,
         ``converged`` and ``seconds`` (wall time from entering to leaving the batch); a
         structure that fails its checks or whose forces turn non-finite gets ``error``.
+        With a committee, also its results (``forces_std``, ``energy_std``, ...) and
+        ``max_force_std`` (the final geometry's largest per-atom force std over the
+        members, eV/A; also in the atoms' info, with ``uncertain_atom``, that atom's
+        index) and ``max_force_std_per_step`` (that std at each evaluated step, the start
+        first).
     """
     potential = potential_for(model, device, dtype)
     copies = [to_atoms(s).copy() for s in structures]

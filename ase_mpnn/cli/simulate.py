@@ -78,7 +78,8 @@ def _relax(args: argparse.Namespace) -> int:
     relaxed, summary = relax(atoms, calc, fmax=args.fmax, steps=args.steps,
                              cell=not args.fixed_cell,
                              optimizer=args.optimizer, fix_symmetry=args.fix_symmetry,
-                             trajectory=out / "relax.traj")
+                             trajectory=out / "relax.traj", max_force_std=args.max_uncertainty,
+                             on_uncertain=args.on_uncertain)
     write(out / "relaxed.extxyz", relaxed, format="extxyz")
     path = read(out / "relax.traj", ":")
     _plot_series(np.arange(len(path)), {"energy (eV)": [a.get_potential_energy() for a in path]},
@@ -95,12 +96,15 @@ def _md(args: argparse.Namespace) -> int:
     final, summary = md(atoms, calc, ensemble=args.ensemble, temperature_K=args.temperature,
                         timestep_fs=args.timestep, steps=args.steps, thermostat=args.thermostat,
                         pressure_bar=args.pressure, seed=args.seed, log_interval=args.log_interval,
-                        trajectory=out / "md.extxyz", log_file=out / "md_log.csv")
+                        trajectory=out / "md.extxyz", log_file=out / "md_log.csv",
+                        max_force_std=args.max_uncertainty, on_uncertain=args.on_uncertain)
     write(out / "final.extxyz", final, format="extxyz")
     log = summary["log"]
     series = {"E_pot (eV)": [r["potential_eV"] for r in log],
               "E_tot (eV)": [r["total_eV"] for r in log],
               "T (K)": [r["temperature_K"] for r in log]}
+    if "max_force_std" in log[0]:  # a committee
+        series["max force std (eV/A)"] = [r["max_force_std"] for r in log]
     _plot_series([r["time_fs"] for r in log], series, "time (fs)", out / "md.png")
     return _finish(out, summary)
 
@@ -122,6 +126,18 @@ def _phonons(args: argparse.Namespace) -> int:
     return _finish(out, summary)
 
 
+def _uncertainty_options(parser: argparse.ArgumentParser) -> None:
+    """--max-uncertainty and --on-uncertain (a committee's force spread as a guard)."""
+    from ..simulate.uncertainty import ON_UNCERTAIN
+
+    parser.add_argument("--max-uncertainty", type=number(above=0), metavar="EV_PER_A",
+                        help="stop (or flag) when an atom's force std over a committee model "
+                             "exceeds this, eV/A (needs a committee file)")
+    parser.add_argument("--on-uncertain", default="stop", choices=ON_UNCERTAIN,
+                        help="beyond --max-uncertainty: stop with an error or flag the step "
+                             "and go on (default: %(default)s)")
+
+
 def add_commands(commands) -> None:
     """Add relax, md, eos and phonons to the ``ase-mpnn`` sub-command parser."""
     from ..simulate import ENSEMBLES, OPTIMIZERS
@@ -136,6 +152,7 @@ def add_commands(commands) -> None:
     relax.add_argument("--optimizer", default="FIRE", choices=OPTIMIZERS)
     relax.add_argument("--fixed-cell", action="store_true", help="keep the cell fixed")
     relax.add_argument("--fix-symmetry", action="store_true", help="keep the space group")
+    _uncertainty_options(relax)
     relax.set_defaults(func=_relax)
 
     md = commands.add_parser("md", help="molecular dynamics (NVE, NVT, NPT)")
@@ -150,6 +167,7 @@ def add_commands(commands) -> None:
     md.add_argument("--log-interval", type=integer(1), default=10,
                     help="steps between frames/log rows")
     md.add_argument("--seed", type=integer(0), default=0)
+    _uncertainty_options(md)
     md.set_defaults(func=_md)
 
     eos = commands.add_parser("eos", help="equation of state: V0, E0, bulk modulus")

@@ -1,4 +1,6 @@
-"""Molecular dynamics (NVE, NVT, NPT) with sanity checks that stop a run that blows up."""
+"""Molecular dynamics (NVE, NVT, NPT) with sanity checks that stop a run that blows up and,
+with a committee, a watch on its force spread that stops (or flags) a run that leaves the
+training data."""
 
 from __future__ import annotations
 
@@ -16,15 +18,17 @@ from ..checks import require_integer
 from ..graph import neighbor_list
 from ..results import attach_results
 from .integrators import integrator
-from .md_output import FrameWriter, append_csv, log_row
+from .md_output import FrameWriter, MDRecord
 from .structures import SimulationError, prepare
+from .uncertainty import UncertaintyMonitor, check_uncertainty_options
 
 #: longest MD timestep accepted, fs (metals run at 1-5 fs; hydrogen needs <= 1 fs)
 MAX_TIMESTEP_FS = 20.0
 
 
 def check_md_options(temperature_K: float, timestep_fs: float, steps: int,
-                     log_interval: int) -> None:
+                     log_interval: int, max_force_std: float | None = None,
+                     on_uncertain: str = "stop") -> None:
     """ValueError naming the first MD option out of range."""
     if not (np.isfinite(temperature_K) and temperature_K >= 0):
         raise ValueError(f"temperature_K must be a finite number >= 0, got {temperature_K!r}")
@@ -33,13 +37,15 @@ def check_md_options(temperature_K: float, timestep_fs: float, steps: int,
                          f"got {timestep_fs!r}")
     require_integer("steps", steps, 1)
     require_integer("log_interval", log_interval, 1)
+    check_uncertainty_options(max_force_std, on_uncertain)
 
 
 def md(structure: Any, calc: Calculator, ensemble: str = "nvt", temperature_K: float = 300.0,
        timestep_fs: float = 1.0, steps: int = 1000, thermostat: str | None = None,
        pressure_bar: float = 1.0, seed: int | None = 0, trajectory: str | Path | None = None,
        log_interval: int = 10, progress: bool = True,
-       log_file: str | Path | None = None) -> tuple[Atoms, dict]:
+       log_file: str | Path | None = None, max_force_std: float | None = None,
+       on_uncertain: str = "stop") -> tuple[Atoms, dict]:
     """Molecular dynamics from a Maxwell-Boltzmann start at ``temperature_K``.
 
     Ensembles: "nve" (velocity Verlet), "nvt" (thermostat "langevin", "bussi" or
@@ -50,8 +56,24 @@ def md(structure: Any, calc: Calculator, ensemble: str = "nvt", temperature_K: f
     run goes, to ``log_file`` (CSV). A blow-up raises SimulationError; the frames and log
     rows written so far are kept. Returns the final Atoms (holding their results) and a
     summary (mean temperature K, NVE energy drift eV/atom, final volume A^3, the log).
+
+    With a committee calculator (one giving ``forces_std``, see ase_mpnn.committee), every
+    log row and frame also holds ``max_force_std``, the largest per-atom force std over the
+    members (eV/A), and ``uncertain_atom``, the index of that atom (frames: in atoms.info;
+    the per-atom std (n_atoms,) is ``forces_std`` in atoms.arrays for extxyz, atoms.info
+    for .traj). ``max_force_std`` (eV/A, > 0) then guards the run: the largest std is
+    checked after every step (from the integrator's own force call, nothing is evaluated
+    again), and when it is above the threshold, ``on_uncertain="stop"`` writes that frame
+    and log row and raises SimulationError naming the step, atom, element and std, while
+    ``on_uncertain="flag"`` runs on and marks it (log/CSV column and atoms.info
+    ``uncertain``); the summary then holds ``uncertain_steps``, of the steps + 1
+    configurations checked (the start is step 0), and ``first_uncertain_step`` (None if
+    none). A ``max_force_std`` with a calculator giving no ``forces_std`` is a ValueError.
+    Returned Atoms carry the last step's fields in atoms.info.
     """
-    check_md_options(temperature_K, timestep_fs, steps, log_interval)
+    check_md_options(temperature_K, timestep_fs, steps, log_interval, max_force_std,
+                     on_uncertain)
+    monitor = UncertaintyMonitor(calc, max_force_std, on_uncertain)
     atoms = prepare(structure, calc)
     if len(atoms) < 2:
         raise ValueError("MD needs at least two atoms: repeat the cell (atoms.repeat)")
@@ -59,28 +81,39 @@ def md(structure: Any, calc: Calculator, ensemble: str = "nvt", temperature_K: f
     dynamics = integrator(atoms, ensemble, thermostat, temperature_K, timestep_fs, pressure_bar,
                           seed)
     with FrameWriter(trajectory, atoms) as frames:
-        log = _run(dynamics, atoms, steps, timestep_fs, log_interval, temperature_K, frames,
-                   log_file, progress=progress, desc=f"{ensemble.upper()} MD")
-    summary = _summary(atoms, log, ensemble, steps, timestep_fs)
+        record = MDRecord(frames, log_file)
+        _run(dynamics, atoms, steps, timestep_fs, log_interval, temperature_K, record,
+             monitor, progress=progress, desc=f"{ensemble.upper()} MD")
+    summary = {**_summary(atoms, record.rows, ensemble, steps, timestep_fs), **monitor.summary()}
     atoms.get_forces()
+    atoms.info.update(monitor.check(atoms, steps))
     return attach_results(atoms, copy=False), summary
 
 
 def _run(dynamics: MolecularDynamics, atoms: Atoms, steps: int, timestep_fs: float,
-         log_interval: int, temperature_K: float, frames: FrameWriter,
-         log_file: str | Path | None, progress: bool, desc: str) -> list[dict[str, float]]:
+         log_interval: int, temperature_K: float, record: MDRecord,
+         monitor: UncertaintyMonitor, progress: bool, desc: str) -> None:
     """Step ``steps`` times, checking, logging and writing a frame every ``log_interval``
-    steps and after the last one; returns the log rows."""
-    log: list[dict[str, float]] = []
+    steps and after the last one; with a committee, check its force spread every step."""
+    def checkpoint(step: int, log: bool) -> None:
+        """Check step ``step``'s force spread; record it when logged or when it stops the
+        run (the offending frame is written before the SimulationError)."""
+        fields = monitor.check(atoms, step)
+        stop = monitor.stops(fields)
+        if log or stop:
+            per_atom = {"forces_std": monitor.forces_std(atoms)} if fields else {}
+            record.add(atoms, step * timestep_fs, fields, per_atom)
+        if stop:
+            raise monitor.error(atoms, step, fields)
+
+    if monitor.enabled:  # ASE calls it after every step (and before the first)
+        dynamics.attach(lambda: checkpoint(dynamics.nsteps, log=False), interval=1)
     for step in tqdm(range(0, steps + 1), desc=desc, unit="step", disable=not progress):
         if step:
             dynamics.run(1)
         if step % log_interval == 0 or step == steps:
             check_sane(atoms, temperature_K, step)
-            log.append(log_row(atoms, step * timestep_fs))
-            frames.write(atoms)
-            append_csv(log_file, log[-1], header=len(log) == 1)
-    return log
+            checkpoint(step, log=True)
 
 
 def _summary(atoms: Atoms, log: list[dict[str, float]], ensemble: str, steps: int,
