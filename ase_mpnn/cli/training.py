@@ -1,5 +1,5 @@
-"""``ase-mpnn train|eval|make-data|check-data``: reference data, data checks, training and
-error metrics."""
+"""``ase-mpnn train|eval|calibrate|make-data|check-data``: reference data, data checks,
+training, error metrics and the calibration of a committee's uncertainty."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from ase.io import write
 
+    from ..committee import Committee
     from ..loading import load_model
     from ..training.metrics import error_metrics, format_metrics, parity_plots
     from ..training.samples import GraphCache, read_samples
@@ -62,19 +63,25 @@ def _eval(args: argparse.Namespace) -> int:
     potential = load_model(args.model, dtype=args.dtype)
     samples = read_samples(args.data, _label_keys(args), require_forces=False)
     cache = GraphCache(samples, potential.cutoff, potential.species)
-    metrics = error_metrics(potential, cache, args.batch_size, potential.scale.dtype,
-                            keep_predictions=True)
+    metrics = error_metrics(potential, cache, args.batch_size,
+                            next(potential.parameters()).dtype, keep_predictions=True)
     pairs = metrics.pop("predictions")
     print(format_metrics(metrics, f"{args.model} on {args.data}"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    rows = None
+    if isinstance(potential, Committee):
+        metrics["calibration"], rows = _committee_calibration(potential, cache, args, out)
     frames = []
-    for prediction, sample in pairs:
+    for k, (prediction, sample) in enumerate(pairs):
         atoms = sample.atoms.copy()
         atoms.info["MPNN_energy"] = prediction["energy"]
         atoms.arrays["MPNN_forces"] = prediction["forces"]
         if "stress" in prediction:
             atoms.info["MPNN_stress"] = prediction["stress"].ravel()
+        if rows is not None:
+            atoms.info["MPNN_energy_std"] = rows[k]["energy_std"]
+            atoms.arrays["MPNN_forces_std"] = rows[k]["forces_std"]
         if sample.energy is not None:
             atoms.info["REF_energy"] = sample.energy
         if sample.forces is not None:
@@ -83,8 +90,82 @@ def _eval(args: argparse.Namespace) -> int:
     write(out / "predictions.extxyz", frames, format="extxyz")
     parity_plots(pairs, out, title=Path(args.model).name)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"predictions, metrics.json and parity plots written to {out}/")
+    print(f"predictions, metrics.json and plots written to {out}/")
     return 0
+
+
+def _committee_calibration(committee, cache, args: argparse.Namespace, out: Path
+                           ) -> tuple[dict, list[dict]]:
+    """A committee's calibration figures on the eval data (printed; calibration.png in
+    ``out`` when there are force labels) and its per-frame predictions with stds."""
+    from ..training.calibration import (
+        calibration_plot,
+        committee_predictions,
+        format_calibration,
+        pair_metrics,
+        uncertainty_pairs,
+    )
+
+    rows = committee_predictions(committee, cache, args.batch_size)
+    pairs = uncertainty_pairs(rows, cache.samples, committee.calibration)
+    metrics = pair_metrics(pairs)
+    print(format_calibration({"current": metrics}, "uncertainty (committee std)"))
+    if len(pairs.forces_std):
+        calibration_plot(pairs, out / "calibration.png", title=Path(args.model).name)
+    return metrics, rows
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import copy
+
+    from ..committee import Committee
+    from ..loading import load_model, resolve_dtype
+    from ..training.calibration import (
+        apply_calibration,
+        calibration_plot,
+        committee_pairs,
+        fit_factors,
+        format_calibration,
+        pair_metrics,
+        uncalibrated,
+    )
+    from ..training.samples import GraphCache, read_samples
+
+    committee = load_model(args.committee)  # as saved: the file written keeps its dtype
+    if not isinstance(committee, Committee):
+        raise ValueError(f"{args.committee} is a single model, not a committee (make one "
+                         "with ase_mpnn.save_committee or ase-mpnn train --committee N)")
+    evaluated = copy.deepcopy(committee).to(dtype=resolve_dtype(args.dtype))
+    samples = read_samples(args.data, _label_keys(args), require_forces=False)
+    cache = GraphCache(samples, committee.cutoff, committee.species)
+    with uncalibrated(evaluated):  # one evaluation; the stds are rescaled from it
+        raw = committee_pairs(evaluated, cache, args.batch_size)
+    factors = fit_factors(raw)
+    if not factors:
+        raise ValueError(f"no calibration factor could be fitted on {args.data}: no labelled "
+                         "frame on which the members disagree")
+    before = pair_metrics(raw.rescaled(committee.calibration))
+    after = pair_metrics(raw.rescaled(factors))
+    print(format_calibration({"before": before, "after": after},
+                             f"{args.committee} on {args.data} ({len(samples)} frames)"))
+    fit = {"n_frames": len(samples), "n_atoms": after["n_atoms"],
+           "before": _finite(before), "after": _finite(after)}
+    extra = {k: v for k, v in getattr(committee, "manifest", {}).items()
+             if k in ("name", "training", "test_metrics")}
+    path = apply_calibration(committee, factors, args.output, calibration_fit=fit, **extra)
+    if args.plot and len(raw.forces_std):
+        calibration_plot(raw.rescaled(factors), args.plot, title=Path(args.output).name)
+    print(f"calibrated committee written to {path}")
+    return 0
+
+
+def _finite(metrics: dict) -> dict:
+    """``metrics`` with NaN and inf numbers as None (strict JSON for the model manifest)."""
+    import math
+
+    return {k: _finite(v) if isinstance(v, dict) else
+            None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in metrics.items()}
 
 
 def _make_data(args: argparse.Namespace) -> int:
@@ -135,7 +216,8 @@ def _add_check_data(commands) -> None:
 
 
 def add_commands(commands) -> None:
-    """Add train, eval, make-data and check-data to the ``ase-mpnn`` sub-command parser."""
+    """Add train, eval, calibrate, make-data and check-data to the ``ase-mpnn`` sub-command
+    parser."""
     train = commands.add_parser("train", help="train a potential (YAML config, flags override)")
     train.add_argument("config", nargs="?", help="YAML file of TrainConfig options")
     train.add_argument("--data", nargs="+",
@@ -169,6 +251,19 @@ def add_commands(commands) -> None:
     evaluate.add_argument("--batch-size", type=integer(1), default=8)
     _add_key_arguments(evaluate)
     evaluate.set_defaults(func=_eval)
+
+    calibrate = commands.add_parser(
+        "calibrate", help="fit a committee's std scale factors on labelled validation data "
+                          "and write the calibrated committee")
+    calibrate.add_argument("committee", help="committee file")
+    calibrate.add_argument("data", help="validation frames with REF_ labels, unseen in training")
+    calibrate.add_argument("-o", "--output", required=True, help="committee file to write")
+    calibrate.add_argument("--plot", metavar="PNG", help="also draw the calibration figure")
+    calibrate.add_argument("--dtype", default="float64", choices=["float32", "float64"],
+                           help="precision of the evaluation (the file keeps its own)")
+    calibrate.add_argument("--batch-size", type=integer(1), default=8)
+    _add_key_arguments(calibrate)
+    calibrate.set_defaults(func=_calibrate)
 
     make_data = commands.add_parser(
         "make-data", help="label structures with EMT (metals) or GFN2-xTB (molecules)")
