@@ -15,8 +15,8 @@ from .errors import (
     UnknownElementError,
 )
 from .graph import build_graph
-from .loading import DEFAULT_DTYPE, load_model, load_potential
-from .modelfile import read_manifest, save_committee, save_model
+from .loading import DEFAULT_DTYPE, load_model, load_potential, save_committee
+from .modelfile import read_manifest, save_model
 from .potential import Potential
 from .pretrained import list_models
 

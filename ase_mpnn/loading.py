@@ -23,9 +23,9 @@ import torch
 
 from .committee import Committee
 from .errors import ModelFileError
-from .modelfile import model_to_bytes, potential_from_bytes, read_file_bytes
+from .modelfile import model_to_bytes, potential_from_bytes, read_file_bytes, save_model
 from .models.base import AtomisticModel
-from .potential import Potential
+from .potential import Potential, as_potential
 from .pretrained import list_models, model_path
 
 #: one model: a built-in model's name, a model-file path, model-file bytes, or an in-memory
@@ -197,3 +197,13 @@ def potential_for(source: ModelSource, device: str | torch.device | None = None,
             return source
     return load_potential(source, "auto" if device is None else device,
                           DEFAULT_DTYPE if dtype is None else dtype)
+
+
+def save_committee(members: Sequence[Potential | AtomisticModel | str | os.PathLike],
+                   path: str | os.PathLike, calibration: dict[str, float] | None = None,
+                   **extra) -> Path:
+    """Save models (objects, model files or built-in names) as one committee file,
+    atomically; ``calibration``: std scale factors {"energy"|"forces"|"stress": c}."""
+    potentials = [as_potential(m) if isinstance(m, (Potential, AtomisticModel)) else
+                  load_model(m) for m in members]
+    return save_model(Committee(potentials, calibration), path, **extra)

@@ -20,7 +20,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -155,22 +155,6 @@ def committee_to_bytes(committee: Committee, **extra: Any) -> bytes:
         for name, data in zip(names, members):
             archive.writestr(name, data)
     return buffer.getvalue()
-
-
-def save_committee(members: Sequence[Potential | AtomisticModel | str | os.PathLike],
-                   path: str | os.PathLike, calibration: dict[str, float] | None = None,
-                   **extra: Any) -> Path:
-    """Save models (objects, model files or built-in names) as one committee file."""
-    potentials = [_as_member(m) for m in members]
-    return save_model(Committee(potentials, calibration), path, **extra)
-
-
-def _as_member(member: Potential | AtomisticModel | str | os.PathLike) -> Potential:
-    if isinstance(member, (Potential, AtomisticModel)):
-        return as_potential(member)
-    from .loading import load_model  # loading imports this module
-
-    return load_model(member)
 
 
 def _read_archive(data: bytes, source: str) -> tuple[dict[str, Any], bytes, dict[str, bytes]]:
