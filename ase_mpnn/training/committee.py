@@ -118,9 +118,13 @@ def _assess(config: TrainConfig, committee: Committee, calibrate: bool) -> dict[
     committee = committee.to(dtype=dtype)
     result: dict[str, Any] = {}
     if calibrate:
-        factors = fit_calibration(committee, splits["valid"])
-        committee.set_calibration(factors)
-        result["calibration"] = factors
+        try:
+            factors = fit_calibration(committee, splits["valid"])
+        except ValueError as exc:  # no labels, or members that never disagree
+            print(f"committee left uncalibrated: {exc}")
+        else:
+            committee.set_calibration(factors)
+            result["calibration"] = factors
     if splits["test"]:
         cache = GraphCache(splits["test"], committee.cutoff, committee.species)
         result["test"] = error_metrics(committee, cache, config.batch_size, dtype)
