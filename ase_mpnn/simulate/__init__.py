@@ -6,7 +6,9 @@ Units: eV, Angstrom, fs, K, GPa (bulk modulus), THz (phonon frequencies).
 
 Modules: structures (read_structure, prepare, SimulationError), relaxation (relax),
 integrators (ENSEMBLES, THERMOSTATS), molecular_dynamics (md), md_output (log rows, CSV
-log, trajectory frames), equation_of_state (eos), phonon_spectrum (phonons).
+log, trajectory frames), uncertainty (a committee's largest per-atom force std, per step:
+recorded, and a threshold that stops or flags a run), equation_of_state (eos),
+phonon_spectrum (phonons).
 """
 
 from .equation_of_state import eos
