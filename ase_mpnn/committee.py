@@ -15,9 +15,9 @@ members) times a calibration factor c fitted on validation data (``calibration``
     forces_std_i = c_F sqrt(sum_a var_k(F_ia^k))   (n_atoms,) eV/A
     stress_std = c_S std_k(sigma^k)                (n_graphs, 3, 3) eV/A^3
 
-The members share one neighbour list and one graph; each gets its own position and strain
-leaves, so one backward pass through all of them gives every member's own forces and
-stress (``potential.evaluate_terms``). Members must cover the same species in the same
+The members share one neighbour list and one graph, and run one after another, each with
+its own forward and backward pass (``potential.evaluate_terms``): a committee of N costs
+N model passes plus one neighbour list. Members must cover the same species in the same
 order; their cutoffs may differ (the graph is built at the largest, and each member drops
 the pairs beyond its own).
 """
