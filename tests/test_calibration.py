@@ -243,3 +243,21 @@ def test_uncertainty_benchmark_frames_and_a_missing_committee(capsys):
     assert compressed.get_volume() == pytest.approx(0.9**3 * reference.get_volume())
     assert bench.main(["--committee", "no-such-committee"]) == 2
     assert "cannot load" in capsys.readouterr().err
+
+
+def test_area_fit_beats_the_nll_fit_on_heavy_tailed_errors():
+    from ase_mpnn.training.calibration import (
+        area_scale_factor,
+        miscalibration_area,
+        nll_scale_factor,
+    )
+
+    rng = np.random.default_rng(4)
+    sigmas = rng.uniform(0.05, 0.5, 20000)
+    errors = sigmas * rng.standard_t(2.5, sigmas.size)  # heavy tails: a few huge errors
+    by_nll, by_area = nll_scale_factor(errors, sigmas), area_scale_factor(errors, sigmas)
+    area_nll = miscalibration_area(errors, by_nll * sigmas)
+    area_area = miscalibration_area(errors, by_area * sigmas)
+    assert area_area < area_nll and area_area < 0.05
+    gaussian = sigmas * rng.normal(size=sigmas.size)
+    assert area_scale_factor(gaussian, sigmas) == pytest.approx(1.0, rel=0.1)
