@@ -31,11 +31,18 @@ def test_builtin_model_loads_by_name(name, cu_cell):
 @pytest.mark.parametrize("name", list_models())
 def test_builtin_model_e0_loads_under_its_new_name(name):
     """Files written before the rename (the first built-ins) store E0 as "atomic_energies"."""
-    with zipfile.ZipFile(model_path(name)) as archive:
-        state = torch.load(io.BytesIO(archive.read(WEIGHTS)), weights_only=True)
-    e0 = state.get("atomic_energies", state.get("reference_energies"))
     potential = load_model(name, dtype="float64")
-    torch.testing.assert_close(potential.reference_energies, e0.double(), rtol=0, atol=0)
+    with zipfile.ZipFile(model_path(name)) as archive:
+        if manifest_is_committee := "members" in read_manifest(model_path(name)):
+            members = [zipfile.ZipFile(io.BytesIO(archive.read(f"members/{k}.mpnn")))
+                       for k in range(len(potential.members))]
+        else:
+            members = [archive]
+        states = [torch.load(io.BytesIO(m.read(WEIGHTS)), weights_only=True) for m in members]
+    for state, member in zip(states, potential.members if manifest_is_committee
+                             else [potential]):
+        e0 = state.get("atomic_energies", state.get("reference_energies"))
+        torch.testing.assert_close(member.reference_energies, e0.double(), rtol=0, atol=0)
 
 
 @pytest.mark.slow
@@ -48,7 +55,9 @@ def test_builtin_model_reproduces_its_test_errors(name, tmp_path):
     data = make_data(recipe, tmp_path / "data.extxyz")
     fractions = [1 - config["valid_fraction"] - config["test_fraction"],
                  config["valid_fraction"], config["test_fraction"]]
-    test = split_samples(read_samples(data), fractions, config["seed"])[2]
+    split_seed = config.get("split_seed")
+    test = split_samples(read_samples(data), fractions,
+                         config["seed"] if split_seed is None else split_seed)[2]
     potential = load_model(name, dtype=config["dtype"])
     metrics = error_metrics(potential, GraphCache(test, potential.cutoff, potential.species),
                        config["batch_size"], getattr(torch, config["dtype"]))

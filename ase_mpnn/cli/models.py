@@ -24,7 +24,7 @@ def _models(args: argparse.Namespace) -> int:
     if not names:
         print("no built-in models in this installation")
         return 0
-    print(f"{'name':28s}{'architecture':>13s}{'params':>9s}{'E MAE meV/at':>14s}"
+    print(f"{'name':28s}{'architecture':>24s}{'params':>9s}{'E MAE meV/at':>14s}"
           f"{'F MAE meV/A':>13s}{'S MAE meV/A3':>14s}")
     for name in names:
         manifest = read_manifest(model_path(name))
@@ -33,7 +33,7 @@ def _models(args: argparse.Namespace) -> int:
         def milli(key: str, test: dict = test) -> str:
             return f"{1e3 * test[key]:.2f}" if key in test else "-"
 
-        print(f"{name:28s}{manifest['architecture']:>13s}{manifest['n_parameters']:>9d}"
+        print(f"{name:28s}{manifest['architecture']:>24s}{manifest['n_parameters']:>9d}"
               f"{milli('energy_mae'):>14s}{milli('forces_mae'):>13s}{milli('stress_mae'):>14s}")
     return 0
 

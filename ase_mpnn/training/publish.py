@@ -41,6 +41,32 @@ def publish(run_dir: str | Path, name: str, data_recipe: dict[str, Any]) -> Path
     return save_model(potential, BUILTIN_DIR / f"{name}.mpnn", **extra)
 
 
+def publish_committee(run_dir: str | Path, name: str, data_recipe: dict[str, Any]) -> Path:
+    """Copy a finished committee training (``ase-mpnn train --committee N``) into
+    ase_mpnn/pretrained/ as a built-in model: its committee.mpnn, calibration included,
+    with the name, the committee's test-set errors and calibration figures, the members'
+    epochs and minutes, the recipe and ``data_recipe`` added to the manifest."""
+    from .committee import COMMITTEE_FILE, SUMMARY_FILE
+
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    config = json.loads((run_dir / "member_0" / "config.json").read_text())
+    members = summary["member_summaries"]
+    extra: dict[str, Any] = {
+        "name": name,
+        "test_metrics": summary.get("test", {}),
+        "test_calibration": summary.get("test_calibration", {}),
+        "training": {"members": summary["members"], "bootstrap": summary["bootstrap"],
+                     "epochs": [m["epochs"] for m in members],
+                     "minutes": [m.get("training_minutes") for m in members],
+                     "config": {k: v for k, v in config.items()
+                                if k not in ("progress", "resume", "output", "init")},
+                     "data_recipe": data_recipe},
+    }
+    return save_model(load_model(run_dir / COMMITTEE_FILE), BUILTIN_DIR / f"{name}.mpnn",
+                      **extra)
+
+
 def make_data(recipe: dict[str, Any], path: str | Path, progress: bool = False) -> Path:
     """Make a built-in model's training data again from its manifest's ``data_recipe``."""
     recipe = dict(recipe)
