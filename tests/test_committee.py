@@ -170,3 +170,23 @@ def test_batched_evaluation_gives_each_structure_its_committee_results(members):
         for name in ("energy_std", "forces_std", "forces_comm", "energy_comm"):
             np.testing.assert_allclose(together[name], alone[name], atol=1e-10)
         assert ("stress_std" in together) == bool(atoms.pbc.all())
+
+
+def test_high_throughput_rows_keep_the_committee_spread(members, tmp_path):
+    from ase.io import write
+
+    from ase_mpnn.runs import run
+    from ase_mpnn.runs.results_db import ResultsDB
+
+    structures = [rattled_triclinic_cell(SPECIES, k) for k in range(3)]
+    write(tmp_path / "in.extxyz", structures)
+    model = save_committee(members, tmp_path / "c.mpnn")
+    counts = run("static", [tmp_path / "in.extxyz"], tmp_path / "r.db", str(model),
+                 workers=0, dtype="float64", progress=False)
+    assert counts["ok"] == 3
+    for row in ResultsDB(tmp_path / "r.db").rows():
+        atoms = structures[int(row.input_id.rsplit(":", 1)[1])]
+        alone = _committee_results(members, atoms)
+        assert row.max_force_std == pytest.approx(alone["forces_std"].max(), rel=1e-6)
+        assert row.energy_std_per_atom == pytest.approx(alone["energy_std"] / len(atoms),
+                                                        rel=1e-6)

@@ -8,6 +8,7 @@ process that owns the database (the client) writes it; workers return results to
 
 Columns (key-value pairs): input_id, structure_sha, run_key, task, status ("ok" or
 "failed"), error, converged, steps, seconds, model, model_sha256, package, energy_per_atom
+(eV/atom) and, for a committee model, max_force_std (eV/A) and energy_std_per_atom
 (eV/atom); the structure (relaxed or final) with its energy, forces and stress as the row's
 calculator results.
 """
@@ -72,6 +73,8 @@ class ResultsDB:
                  "seconds": float(outcome.get("seconds", 0.0)), **meta}
         if not error and "energy" in outcome:
             pairs["energy_per_atom"] = float(outcome["energy"]) / max(len(atoms), 1)
+        if not error:
+            pairs.update(_uncertainty(outcome, len(atoms)))
         if error:  # keep the input geometry, never stale results
             atoms = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
         return self.db.write(atoms, key_value_pairs=pairs)
@@ -81,6 +84,19 @@ class ResultsDB:
 
     def __len__(self) -> int:
         return self.db.count()
+
+
+def _uncertainty(outcome: dict[str, Any], n_atoms: int) -> dict[str, float]:
+    """A committee's spread as row keys: ``max_force_std`` (eV/A, the largest per-atom force
+    std) and ``energy_std_per_atom`` (eV/atom); none for a single model."""
+    pairs = {}
+    if outcome.get("max_force_std") is not None:
+        pairs["max_force_std"] = float(outcome["max_force_std"])
+    elif outcome.get("forces_std") is not None and len(outcome["forces_std"]):
+        pairs["max_force_std"] = float(np.max(outcome["forces_std"]))
+    if outcome.get("energy_std") is not None:
+        pairs["energy_std_per_atom"] = float(outcome["energy_std"]) / max(n_atoms, 1)
+    return pairs
 
 
 def _check_writable(path: Path) -> None:

@@ -429,8 +429,9 @@ def fit_calibration(committee: Committee, data: GraphCache | Sequence[Sample],
     validation ``data`` (frames no member was trained on), each for the quantities the data
     labels: with ``method="nll"`` s^2 = mean(e^2 / sigma^2) over components, sigma the
     UNCALIBRATED std (module docstring); with ``"area"`` the s of the smallest
-    miscalibration area (``area_scale_factor``). The committee is evaluated with its calibration set to 1, which is restored
-    after; apply the result with ``apply_calibration``.
+    miscalibration area (``area_scale_factor``). The committee is evaluated with its
+    calibration set to 1, which is restored after; apply the result with
+    ``apply_calibration``.
 
     Raises ValueError when no quantity can be fitted (no labels or no spread).
     """
