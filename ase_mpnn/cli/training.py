@@ -140,7 +140,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     cache = GraphCache(samples, committee.cutoff, committee.species)
     with uncalibrated(evaluated):  # one evaluation; the stds are rescaled from it
         raw = committee_pairs(evaluated, cache, args.batch_size)
-    factors = fit_factors(raw)
+    factors = fit_factors(raw, args.method)
     if not factors:
         raise ValueError(f"no calibration factor could be fitted on {args.data}: no labelled "
                          "frame on which the members disagree")
@@ -259,6 +259,9 @@ def add_commands(commands) -> None:
     calibrate.add_argument("data", help="validation frames with REF_ labels, unseen in training")
     calibrate.add_argument("-o", "--output", required=True, help="committee file to write")
     calibrate.add_argument("--plot", metavar="PNG", help="also draw the calibration figure")
+    calibrate.add_argument("--method", choices=["nll", "area"], default="nll",
+                           help="nll: the factor of the smallest Gaussian NLL; area: of the "
+                                "smallest miscalibration area (heavy-tailed errors)")
     calibrate.add_argument("--dtype", default="float64", choices=["float32", "float64"],
                            help="precision of the evaluation (the file keeps its own)")
     calibrate.add_argument("--batch-size", type=integer(1), default=8)
