@@ -150,9 +150,12 @@ def test_reference_failures_are_reported_and_the_loop_goes_on(setup, tmp_path):
 
 
 def test_stops_converged_when_no_frame_is_above_the_threshold(setup, tmp_path):
-    summary = learn(options(setup, tmp_path, threshold=100.0, rounds=3))
+    summary = learn(options(setup, tmp_path, threshold=100.0, rounds=3, relax_steps=4))
     assert summary["stopped"] == "converged" and len(summary["rows"]) == 1
     assert summary["rows"][0]["fraction_above_threshold"] == 0
+    explored = read(tmp_path / "run" / "round_000" / "explored.extxyz", ":")
+    relaxed = [a.info["al_step"] for a in explored if a.info["al_traj"] == "seed.extxyz relax"]
+    assert len(explored) == 20 + len(relaxed) and relaxed[0] == 2
     assert not (tmp_path / "run" / "round_000" / "training").exists()
     with pytest.raises(ValueError, match="holds an active-learning run"):
         learn(options(setup, tmp_path, threshold=100.0))
