@@ -6,7 +6,7 @@ at 1500-2500 K and fcc(100)/(111) slabs with adatoms at 600-1200 K, with ``ase-m
 (ase_mpnn.training.active) and EMT as the reference, and measures the committee's errors on
 a separate EMT test set of that domain after each round.
 
-    python workflows/active_learning_cuni.py [--work al_cuni] [--rounds 4] [--minutes 1.0]
+    python workflows/active_learning_cuni.py [--work al_cuni] [--rounds 4] [--minutes 1.2]
         [--data emt-cuni.extxyz] [--results workflows/results/active_learning_cuni]
 
 Writes WORK/seeds/*.extxyz, WORK/domain_test.extxyz, WORK/active.yaml and the run in
@@ -105,7 +105,7 @@ def make_test_set(path: Path, seed: int, per_run: int) -> Path:
     return path
 
 
-def choose_threshold(committee: str, data: Path, n: int = 100, percentile: float = 95.0,
+def choose_threshold(committee: str, data: Path, n: int = 200, percentile: float = 90.0,
                      factor: float = 1.0) -> dict:
     """The threshold (eV/A): ``factor`` x the ``percentile`` of the largest per-atom force
     std of the starting committee over ``n`` random frames of its own training data."""
@@ -134,8 +134,8 @@ def main() -> None:
     parser.add_argument("--results", default=str(Path(__file__).parent / "results"
                                                  / "active_learning_cuni"))
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--minutes", type=float, default=1.0, help="fine-tuning per member")
-    parser.add_argument("--md-steps", type=int, default=300)
+    parser.add_argument("--minutes", type=float, default=1.2, help="fine-tuning per member")
+    parser.add_argument("--md-steps", type=int, default=400)
     parser.add_argument("--max-new", type=int, default=30, help="frames labelled per round")
     parser.add_argument("--test-frames", type=int, default=7, help="per liquid MD run")
     parser.add_argument("--resume", action="store_true")
