@@ -201,3 +201,15 @@ def test_a_frame_cut_short_by_a_kill_is_dropped_and_hashes_survive_the_file(tmp_
     kept = read_frames_repaired(path)
     assert len(kept) == 2 and len(read(path, ":")) == 2
     assert [frame_hash(a) for a in kept] == [frame_hash(a) for a in frames]
+
+
+def test_fine_tuning_keeps_the_recipe_and_weighs_the_new_frames(setup, tmp_path):
+    from ase_mpnn.training.active.finetune import load_committee, train_config
+
+    config = ActiveConfig.from_dict(options(setup, tmp_path, new_frames_weight=3.0, finetune={
+        "epochs": 2, "config_type_weights": {"active_round_1": 0.5}}))
+    committee = load_committee(config.committee)
+    settings = train_config(config, committee, ["a.extxyz"], tmp_path / "t", rounds=2)
+    assert settings.config_type_weights == {"active_round_0": 3.0, "active_round_1": 0.5}
+    assert (settings.cutoff, settings.valid_fraction, settings.seed) == (5.0, 0.2, 0)
+    assert settings.epochs == 2 and settings.resume and settings.data == ["a.extxyz"]

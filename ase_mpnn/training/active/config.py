@@ -43,6 +43,9 @@ class ActiveConfig:
     rounds: int = 5  # fine-tuning rounds at most
     finetune: dict[str, Any] = dataclasses.field(default_factory=dict)  # TrainConfig options
     calibrate: bool = True  # refit the committee's std calibration after each fine-tuning
+    # loss weight of the labelled frames (config_type_weights of active_round_N) against the
+    # initial data's 1: > 1 spends more of a short fine-tuning on the new domain
+    new_frames_weight: float = 1.0
     test_data: str | list[str] | None = None  # fixed labelled test frames of the target
     dtype: str = "float32"  # committee precision in exploration and tests
     seed: int = 0  # exploration: velocities and thermostat noise of round r, trajectory t
@@ -167,7 +170,8 @@ def _check_numbers(config: ActiveConfig) -> None:
         raise ValueError(f"sample_interval = {config.sample_interval} exceeds md_steps = "
                          f"{config.md_steps}: no frame would be sampled")
     for name, high in (("threshold", math.inf), ("timestep_fs", MAX_TIMESTEP_FS),
-                       ("friction_per_fs", math.inf), ("relax_fmax", math.inf)):
+                       ("friction_per_fs", math.inf), ("relax_fmax", math.inf),
+                       ("new_frames_weight", math.inf)):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                 0 < value <= high and math.isfinite(value)):

@@ -45,11 +45,17 @@ def recipe(committee: Committee) -> dict[str, Any]:
 
 
 def train_config(config: ActiveConfig, committee: Committee, data: Sequence[str],
-                 output: Path) -> TrainConfig:
-    """The members' fine-tuning options: recipe, then ``finetune``, then data and output."""
+                 output: Path, rounds: int = 0) -> TrainConfig:
+    """The members' fine-tuning options: recipe, then ``finetune``, then data and output;
+    the frames of the first ``rounds`` rounds weigh ``new_frames_weight`` (config types
+    that ``finetune``'s own config_type_weights name keep its weight)."""
     values = {**recipe(committee), "progress": config.progress}
     values.update(config.finetune)
     values.update(data=list(data), output=str(output), resume=True)
+    if config.new_frames_weight != 1.0:
+        values["config_type_weights"] = {
+            **{f"active_round_{k}": config.new_frames_weight for k in range(rounds)},
+            **config.finetune.get("config_type_weights", {})}
     return TrainConfig.from_dict(values)
 
 
@@ -72,7 +78,7 @@ def fine_tune(config: ActiveConfig, committee_path: Path, round_dirs: Sequence[P
         path = here / "members" / f"member_{k}.mpnn"
         members.append(str(path if path.exists() else save_model(member, path)))
     data = config.data_files() + labelled_files(round_dirs)
-    settings = train_config(config, committee, data, here / "training")
+    settings = train_config(config, committee, data, here / "training", len(round_dirs))
     summary = train_committee(settings, len(members), calibrate=config.calibrate,
                               init_members=members)
     tuned = load_committee(here / "training" / COMMITTEE_FILE)
