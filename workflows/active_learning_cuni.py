@@ -137,6 +137,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=1.2, help="fine-tuning per member")
     parser.add_argument("--md-steps", type=int, default=400)
     parser.add_argument("--max-new", type=int, default=30, help="frames labelled per round")
+    parser.add_argument("--new-frames-weight", type=float, default=3.0,
+                        help="loss weight of the labelled frames (the initial data: 1)")
     parser.add_argument("--test-frames", type=int, default=7, help="per liquid MD run")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")
@@ -156,6 +158,7 @@ def main() -> None:
               "md_steps": args.md_steps, "timestep_fs": 2.0, "sample_interval": 10,
               "threshold": threshold["threshold"], "max_new_per_round": args.max_new,
               "min_separation": 3, "reference": "emt", "rounds": args.rounds,
+              "new_frames_weight": args.new_frames_weight,
               "finetune": {"epochs": 10000, "max_minutes": args.minutes, "lr": 1e-3,
                            "early_stopping_patience": 10000},
               "test_data": str(test), "output": str(work / "run"), "resume": args.resume,
