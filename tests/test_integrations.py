@@ -162,3 +162,26 @@ def test_atomate2_model_field_is_the_only_model(cu_structure):
 
     with pytest.raises(ValueError, match="model field"):
         MPNNStaticMaker(calculator_kwargs={"model": MODEL})
+
+
+COMMITTEE = "emt-cuni-schnet-committee"
+
+
+def test_quacc_static_takes_a_committee(quacc_jobs, cu):
+    result = quacc_jobs.static_job(cu, COMMITTEE, device="cpu", dtype="float64")
+    atoms = cu.copy()
+    atoms.calc = MPNNCalculator(COMMITTEE, device="cpu", dtype="float64")
+    np.testing.assert_allclose(result["results"]["forces"], atoms.get_forces(), atol=1e-10)
+    np.testing.assert_allclose(result["results"]["forces_std"],
+                               atoms.calc.results["forces_std"], atol=1e-10)
+
+
+def test_atomate2_static_takes_a_committee(run_job, cu, cu_structure):
+    from ase_mpnn.integrations.atomate2 import MPNNStaticMaker
+
+    maker = MPNNStaticMaker(model=COMMITTEE, calculator_kwargs=FLOAT64)
+    doc = run_job(maker.make(cu_structure), "ase-mpnn static")
+    atoms = cu.copy()
+    atoms.calc = MPNNCalculator(COMMITTEE, device="cpu", dtype="float64")
+    assert abs(doc.output.energy - atoms.get_potential_energy()) < 1e-9
+    assert doc.forcefield_name == f"ase-mpnn:{COMMITTEE}"
