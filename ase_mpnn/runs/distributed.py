@@ -226,12 +226,20 @@ def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -
     from dask.distributed import as_completed
 
     with make_client(workers, scheduler, threads) as client:
-        model = client.scatter(args[0], broadcast=True) if isinstance(args[0], bytes) else args[0]
+        model = {}
+
+        def scatter() -> None:
+            # scattered data has no recipe: when every worker holding it has died it is
+            # lost, and a task needing it would wait forever; work submitted after a
+            # worker died gets a fresh copy (hash=False: a new key, not the lost one)
+            model["now"] = (client.scatter(args[0], broadcast=True, hash=False)
+                            if isinstance(args[0], bytes) else args[0])
 
         def submit(chunk):
-            return client.submit(run_chunk, task, chunk, model, *args[1:], retries=retries,
-                                 pure=False)
+            return client.submit(run_chunk, task, chunk, model["now"], *args[1:],
+                                 retries=retries, pure=False)
 
+        scatter()
         futures = [submit(chunk) for chunk in chunks]
         chunk_of = {future.key: chunk for future, chunk in zip(futures, chunks)}
         suspects: list[tuple[str, Atoms]] = []
@@ -243,6 +251,7 @@ def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -
             except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after every retry
                 killed = type(exc).__name__ == "KilledWorker"
                 if killed and len(chunk) > 1:
+                    scatter()
                     for item in chunk:
                         single = submit([item])
                         chunk_of[single.key] = [item]
@@ -256,6 +265,7 @@ def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -
             store(outcomes)
             future.release()
         for item in suspects:  # one at a time, nothing else on the cluster
+            scatter()
             store(_run_alone(submit([item]), [item]))
 
 
