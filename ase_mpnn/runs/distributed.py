@@ -240,6 +240,7 @@ def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -
                                  retries=retries, pure=False)
 
         scatter()
+        started = time.perf_counter()
         futures = [submit(chunk) for chunk in chunks]
         chunk_of = {future.key: chunk for future, chunk in zip(futures, chunks)}
         suspects: list[tuple[str, Atoms]] = []
@@ -264,15 +265,28 @@ def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -
                 continue
             store(outcomes)
             future.release()
+        # a lone rerun may wait forever when the culprit has worn out the workers' restarts:
+        # it gets as long as the whole first pass took, at least ALONE_MIN_SECONDS
+        patience = max(ALONE_MIN_SECONDS, time.perf_counter() - started)
         for item in suspects:  # one at a time, nothing else on the cluster
             scatter()
-            store(_run_alone(submit([item]), [item]))
+            store(_run_alone(submit([item]), [item], patience))
 
 
-def _run_alone(future, chunk: list[tuple[str, Atoms]]) -> list[tuple[str, dict]]:
-    """The outcomes of one future awaited on its own; a failure is recorded per structure."""
+#: shortest wait for the lone rerun of a structure whose worker died, seconds
+ALONE_MIN_SECONDS = 60.0
+
+
+def _run_alone(future, chunk: list[tuple[str, Atoms]], patience: float
+               ) -> list[tuple[str, dict]]:
+    """The outcomes of one future awaited on its own for at most ``patience`` seconds; a
+    failure (or no result in time: its workers keep dying) is recorded per structure."""
     try:
-        return future.result()
+        return future.result(timeout=patience)
+    except TimeoutError:
+        future.cancel()
+        return failed_chunk(chunk, RuntimeError(
+            f"no result {patience:.0f} s after it was run alone"), killed=True)
     except Exception as exc:  # noqa: BLE001 - recorded, and the run goes on
         return failed_chunk(chunk, exc, killed=type(exc).__name__ == "KilledWorker")
     finally:
