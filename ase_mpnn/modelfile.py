@@ -35,8 +35,6 @@ FORMAT_NAME = "ase-mpnn-model"
 #: readers then ask for an upgrade instead of failing on a missing weights.pt)
 FORMAT_VERSION = 1
 COMMITTEE_FORMAT_VERSION = 2
-#: the highest version this package reads
-READ_VERSION = COMMITTEE_FORMAT_VERSION
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
@@ -176,11 +174,14 @@ def _read_archive(data: bytes, source: str) -> tuple[dict[str, Any], bytes, dict
         raise ModelFileError(
             f"{source} is not an ase-mpnn model file (no '{FORMAT_NAME}' manifest)")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > READ_VERSION:
+    # a single model is format 1; a committee format 2 (a newer single model is unknown)
+    readable = COMMITTEE_FORMAT_VERSION if manifest.get("kind") == "committee" \
+        else FORMAT_VERSION
+    if not isinstance(version, int) or version > readable:
         raise ModelFileError(
             f"{source} has model-file format version {version}, written by ase-mpnn "
             f"{manifest.get('package_version')}; this ase-mpnn {__version__} reads up to "
-            f"version {READ_VERSION}: upgrade ase-mpnn"
+            f"version {readable} of this kind of file: upgrade ase-mpnn"
         )
     expected = manifest.get("members_sha256") if manifest.get("kind") == "committee" \
         else [manifest.get("weights_sha256")]
