@@ -6,7 +6,7 @@ at 1500-2500 K and fcc(100)/(111) slabs with adatoms at 600-1200 K, with ``ase-m
 (ase_mpnn.training.active) and EMT as the reference, and measures the committee's errors on
 a separate EMT test set of that domain after each round.
 
-    python workflows/active_learning_cuni.py [--work al_cuni] [--rounds 4] [--minutes 1.2]
+    python workflows/active_learning_cuni.py [--work al_cuni] [--rounds 6] [--minutes 1.5]
         [--data emt-cuni.extxyz] [--results workflows/results/active_learning_cuni]
 
 Writes WORK/seeds/*.extxyz, WORK/domain_test.extxyz, WORK/active.yaml and the run in
@@ -133,8 +133,8 @@ def main() -> None:
     parser.add_argument("--work", default="al_cuni")
     parser.add_argument("--results", default=str(Path(__file__).parent / "results"
                                                  / "active_learning_cuni"))
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--minutes", type=float, default=1.2, help="fine-tuning per member")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--minutes", type=float, default=1.5, help="fine-tuning per member")
     parser.add_argument("--md-steps", type=int, default=400)
     parser.add_argument("--max-new", type=int, default=30, help="frames labelled per round")
     parser.add_argument("--new-frames-weight", type=float, default=3.0,
