@@ -196,12 +196,35 @@ class MPNNCalculator(Calculator):
                     f"{name} needs a cell periodic in all three directions; "
                     f"pbc={atoms.pbc.tolist()}"
                 )
-        graph = collate([self.neighbors.structure(atoms)], dtype=self.dtype, device=self.device)
-        if self.neighbors.skin > 0:
-            graph[keys.LIST_CUTOFF] = torch.tensor(self.neighbors.list_cutoff)
+        graph = self._graph(atoms)
         out = self.potential(graph, forces=True, stress=periodic,
                              atomic_stresses="stresses" in properties)
         self.results = to_ase_results(out, [len(atoms)], [periodic])[0]
+
+    def _graph(self, atoms: Atoms) -> dict[str, torch.Tensor]:
+        """The checked graph of ``atoms`` (Verlet-skin list reused when still complete)."""
+        graph = collate([self.neighbors.structure(atoms)], dtype=self.dtype, device=self.device)
+        if self.neighbors.skin > 0:
+            graph[keys.LIST_CUTOFF] = torch.tensor(self.neighbors.list_cutoff)
+        return graph
+
+    def get_hessian(self, atoms: Any = None) -> np.ndarray:
+        """d^2E/dx dx of ``atoms`` (default: the last structure calculated), by autograd.
+
+        Returns a (3N, 3N) float64 array in eV/A^2, row and column 3 i + a being atom i's
+        Cartesian direction a (x, y, z); the cell is held fixed. It is symmetric to
+        rounding and, for a committee, the Hessian of the mean energy. The structure gets
+        the same checks as in every other call. The results dict is left as it is.
+        """
+        with self._lock:
+            if atoms is None:
+                if self.atoms is None:
+                    raise ValueError("get_hessian needs atoms: none given and none calculated")
+                atoms = self.atoms
+            atoms = to_atoms(atoms)
+            _warn_unused_info(atoms)
+            hessian = self.potential.hessian(self._graph(atoms))
+        return hessian.cpu().numpy().astype(np.float64)
 
     def calculate_batch(self, structures: Sequence[Atoms], *, max_atoms: int | None = None,
                         errors: str = "raise", progress: bool = False) -> list[dict[str, Any]]:

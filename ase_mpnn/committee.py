@@ -31,7 +31,7 @@ from torch import nn
 
 from . import keys
 from .graph import Graph
-from .potential import EnergyTerm, Potential, evaluate_terms
+from .potential import EnergyTerm, Potential, evaluate_terms, hessian_of_terms
 
 #: potential output -> the committee's stacked member values (member axis last)
 MEMBER_KEYS = {keys.ENERGY: keys.COMMITTEE_ENERGY,
@@ -111,6 +111,10 @@ class Committee(nn.Module):
         twin.__dict__.update({k: v for k, v in self.__dict__.items()
                               if k in ("manifest", "manifest_sha256")})
         return twin
+
+    def hessian(self, graph: Graph, rows_per_pass: int | None = None) -> torch.Tensor:
+        """The Hessian of the mean energy (the members' mean Hessian), (3n, 3n) eV/A^2."""
+        return hessian_of_terms(graph, self.energy_terms(), rows_per_pass)
 
     def forward(self, graph: Graph, forces: bool = True, stress: bool = False,
                 atomic_stresses: bool = False, create_graph: bool = False) -> Graph:

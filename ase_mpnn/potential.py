@@ -19,6 +19,11 @@ symmetric strain eps deforms positions and cell, x -> x (1 + eps), and
 
 Per-atom stresses split the virial edge by edge, half to each end of the bond:
 sigma_i = (1/V) sum_{edges e at i} 1/2 sym(r_e (x) dE/dr_e); they sum to sigma.
+
+The Hessian H = d^2E / dx dx (``hessian``; the cell held fixed) is the derivative of the
+gradient g = dE/dx, taken with ``create_graph=True``, along each unit vector: row k is
+d(g . e_k)/dx. The rows go through autograd together (``is_grads_batched``: one vmapped
+backward over a batch of seed vectors), in passes of at most ``hessian_rows`` rows.
 """
 
 from __future__ import annotations
@@ -241,6 +246,13 @@ class Potential(nn.Module):
         """The energy functions this potential sums over: its own, with its cutoff."""
         return [EnergyTerm(self.per_atom_energies, self.cutoff, False)]
 
+    def hessian(self, graph: Graph, rows_per_pass: int | None = None) -> torch.Tensor:
+        """d^2E/dx dx (3 n_atoms, 3 n_atoms), eV/A^2, of the graph's atoms (cell fixed).
+
+        ``rows_per_pass``: rows per batched backward (default: ``hessian_rows``).
+        """
+        return hessian_of_terms(graph, self.energy_terms(), rows_per_pass)
+
     def forward(
         self,
         graph: Graph,
@@ -363,6 +375,62 @@ def _atomic_stresses(graph: Graph, edge_grads: torch.Tensor, volume: torch.Tenso
     n_atoms = graph[keys.POSITIONS].shape[0]
     per_atom = scatter_sum(virial, centers, n_atoms) + scatter_sum(virial, neighbors, n_atoms)
     return per_atom / volume[graph[keys.BATCH]][:, None, None]
+
+
+#: batched-backward budget of the Hessian: rows per pass times edges, about 64 GB of
+#: float64 SchNet-64 intermediates per 1e8 (measured peak: see benchmarks/hessian.py)
+HESSIAN_ROW_EDGES = 1_000_000
+
+
+def hessian_rows(graph: Graph) -> int:
+    """Rows of the Hessian per batched backward pass for this graph: the memory of a pass
+    grows with rows x edges, so larger graphs take fewer rows at a time (at least one)."""
+    n_edges = max(int(graph[keys.EDGE_INDEX].shape[1]), 1)
+    return max(1, min(3 * int(graph[keys.POSITIONS].shape[0]), HESSIAN_ROW_EDGES // n_edges))
+
+
+def hessian_of_terms(graph: Graph, terms: Sequence[EnergyTerm],
+                     rows_per_pass: int | None = None) -> torch.Tensor:
+    """The mean over ``terms`` of d^2E/dx dx, (3 n_atoms, 3 n_atoms) in eV/A^2.
+
+    Row and column 3 i + a belong to atom i, Cartesian direction a, over all atoms of the
+    (possibly batched) graph; the cell is held fixed. For a committee (one term per member)
+    this is the Hessian of the mean energy. Not symmetrised: autograd gives a symmetric
+    matrix to rounding (~1e-15 relative in float64).
+    """
+    rows = rows_per_pass or hessian_rows(graph)
+    if rows < 1:
+        raise ValueError(f"rows_per_pass must be >= 1, got {rows_per_pass!r}")
+    total = sum(_term_hessian(graph, term, rows) for term in terms)
+    return total / len(terms)
+
+
+def _term_hessian(graph: Graph, term: EnergyTerm, rows: int) -> torch.Tensor:
+    """One energy function's Hessian: gradient with create_graph, then batched rows."""
+    positions = graph[keys.POSITIONS]
+    n = positions.numel()
+    hessian = torch.zeros(n, n, dtype=positions.dtype, device=positions.device)
+    with torch.enable_grad():
+        positions = positions.detach().requires_grad_(True)
+        geometry = edge_geometry(graph, positions, graph[keys.CELL])
+        if term.always_drop or keys.LIST_CUTOFF in graph:
+            geometry = drop_edges_beyond(geometry, term.cutoff)
+        energy = term.per_atom_energies(geometry).sum()
+        if not energy.requires_grad:  # no edges and frozen weights: E is a constant
+            return hessian
+        (gradient,) = torch.autograd.grad(energy, positions, create_graph=True)
+        gradient = gradient.flatten()
+        if not gradient.requires_grad:  # E linear in x: zero Hessian
+            return hessian
+        seeds = torch.eye(n, dtype=positions.dtype, device=positions.device)
+        for start in range(0, n, rows):
+            # row k = d(g . e_k)/dx for the seeds e_k of this pass, in one vmapped backward
+            (block,) = torch.autograd.grad(gradient, positions, seeds[start:start + rows],
+                                           retain_graph=True, is_grads_batched=True,
+                                           allow_unused=True)
+            if block is not None:
+                hessian[start:start + rows] = block.reshape(-1, n)
+    return hessian.detach()
 
 
 def as_potential(model: AtomisticModel | Potential) -> Potential:

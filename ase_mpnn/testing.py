@@ -133,6 +133,38 @@ def check_stress_finite_difference(model: Any, atoms: Atoms, d: float = 1e-6,
     return error
 
 
+def numerical_hessian(calc: Calculator, atoms: Atoms, d: float = 1e-5) -> np.ndarray:
+    """(3N, 3N) central finite differences of the forces, eV/A^2: row 3 i + a is
+    -(F(x + d e_ia) - F(x - d e_ia)) / 2d, flattened (6N force calls)."""
+    probe = atoms.copy()
+    probe.calc = calc
+    rows = []
+    for index in range(3 * len(atoms)):
+        forces = []
+        for sign in (1.0, -1.0):
+            probe.positions = atoms.positions
+            probe.positions[index // 3, index % 3] += sign * d
+            forces.append(probe.get_forces())
+        rows.append(-(forces[0] - forces[1]).ravel() / (2 * d))
+    return np.array(rows)
+
+
+def check_hessian_finite_difference(model: Any, atoms: Atoms, d: float = 1e-5,
+                                    atol: float = 1e-6) -> float:
+    """The calculator's Hessian equals central finite differences of its forces and is
+    symmetric. Returns max |error| in eV/A^2."""
+    calc = _calculator(model)
+    hessian = calc.get_hessian(atoms)
+    _fail(hessian.shape == (3 * len(atoms),) * 2 and hessian.dtype == np.float64,
+          f"Hessian of {len(atoms)} atoms has shape {hessian.shape}, dtype {hessian.dtype}")
+    asymmetry = float(np.abs(hessian - hessian.T).max())
+    _fail(asymmetry < atol, f"Hessian is not symmetric: max |H - H^T| = {asymmetry:.3g}")
+    error = float(np.abs(hessian - numerical_hessian(calc, atoms, d)).max())
+    _fail(error < atol,
+          f"Hessian differs from finite differences of forces by {error:.3g} eV/A^2 (> {atol})")
+    return error
+
+
 def _compare(name: str, reference: tuple, other: tuple, rtol: float) -> float:
     (e0, f0), (e1, f1) = reference, other
     scale = max(abs(e0), np.abs(f0).max(), 1e-3)
@@ -274,6 +306,7 @@ def run_physics_checks(model: AtomisticModel | Potential,
         "forces_fd_periodic": lambda: check_forces_finite_difference(model, cell),
         "forces_fd_molecule": lambda: check_forces_finite_difference(model, mol),
         "stress_fd": lambda: check_stress_finite_difference(model, cell),
+        "hessian_fd": lambda: check_hessian_finite_difference(model, cell[:4]),
         "symmetry_periodic": lambda: check_symmetry(model, cell),
         "symmetry_molecule": lambda: check_symmetry(model, mol),
         "extensivity": lambda: check_extensivity(model, cell),

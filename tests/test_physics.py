@@ -32,6 +32,13 @@ def test_stress_matches_strain_derivative(model):
     assert testing.check_stress_finite_difference(model, rattled_triclinic_cell(SPECIES)) < 1e-7
 
 
+@pytest.mark.parametrize("atoms", [rattled_triclinic_cell(SPECIES)[:4],
+                                   small_molecule(SPECIES)[:5]], ids=["periodic", "molecule"])
+def test_hessian_matches_finite_differences_of_forces(model, atoms):
+    """Every architecture has a double backward: H = d^2E/dx dx equals -dF/dx to 1e-6."""
+    assert testing.check_hessian_finite_difference(model, atoms) < 1e-6
+
+
 @pytest.mark.parametrize("make", [rattled_triclinic_cell, small_molecule])
 def test_rotation_reflection_translation_permutation(model, make):
     errors = testing.check_symmetry(model, make(SPECIES))
