@@ -23,7 +23,8 @@ sigma_i = (1/V) sum_{edges e at i} 1/2 sym(r_e (x) dE/dr_e); they sum to sigma.
 The Hessian H = d^2E / dx dx (``hessian``; the cell held fixed) is the derivative of the
 gradient g = dE/dx, taken with ``create_graph=True``, along each unit vector: row k is
 d(g . e_k)/dx. The rows go through autograd together (``is_grads_batched``: one vmapped
-backward over a batch of seed vectors), in passes of at most ``hessian_rows`` rows.
+backward over a batch of seed vectors), in passes of ``hessian_rows`` rows (one at a time
+on a CPU, where that is faster; as many as the memory budget allows on a GPU).
 """
 
 from __future__ import annotations
@@ -377,14 +378,21 @@ def _atomic_stresses(graph: Graph, edge_grads: torch.Tensor, volume: torch.Tenso
     return per_atom / volume[graph[keys.BATCH]][:, None, None]
 
 
-#: batched-backward budget of the Hessian: rows per pass times edges, about 64 GB of
-#: float64 SchNet-64 intermediates per 1e8 (measured peak: see benchmarks/hessian.py)
-HESSIAN_ROW_EDGES = 1_000_000
+#: rows x edges of one batched Hessian pass: 8 (SchNet-64) to 13 (MACE-32) KB each in
+#: float64 (peak memory measured at 108 atoms, 32 rows), so about 2 GB per pass
+HESSIAN_ROW_EDGES = 150_000
 
 
 def hessian_rows(graph: Graph) -> int:
-    """Rows of the Hessian per batched backward pass for this graph: the memory of a pass
-    grows with rows x edges, so larger graphs take fewer rows at a time (at least one)."""
+    """Rows of the Hessian per backward pass for this graph (``HESSIAN_ROW_EDGES``).
+
+    On a CPU one row at a time: a vmapped pass does the same arithmetic on tensors too large
+    for the caches, measured slower per row (SchNet-64, 108 atoms, float64: 97 ms a row
+    alone, 112 ms in passes of 4, 278 ms in passes of 16). On a GPU as many rows as the
+    memory budget allows, so that one pass fills the device.
+    """
+    if graph[keys.POSITIONS].device.type == "cpu":
+        return 1
     n_edges = max(int(graph[keys.EDGE_INDEX].shape[1]), 1)
     return max(1, min(3 * int(graph[keys.POSITIONS].shape[0]), HESSIAN_ROW_EDGES // n_edges))
 
@@ -398,8 +406,8 @@ def hessian_of_terms(graph: Graph, terms: Sequence[EnergyTerm],
     this is the Hessian of the mean energy. Not symmetrised: autograd gives a symmetric
     matrix to rounding (~1e-15 relative in float64).
     """
-    rows = rows_per_pass or hessian_rows(graph)
-    if rows < 1:
+    rows = hessian_rows(graph) if rows_per_pass is None else rows_per_pass
+    if not isinstance(rows, int) or rows < 1:
         raise ValueError(f"rows_per_pass must be >= 1, got {rows_per_pass!r}")
     total = sum(_term_hessian(graph, term, rows) for term in terms)
     return total / len(terms)
@@ -425,9 +433,10 @@ def _term_hessian(graph: Graph, term: EnergyTerm, rows: int) -> torch.Tensor:
         seeds = torch.eye(n, dtype=positions.dtype, device=positions.device)
         for start in range(0, n, rows):
             # row k = d(g . e_k)/dx for the seeds e_k of this pass, in one vmapped backward
-            (block,) = torch.autograd.grad(gradient, positions, seeds[start:start + rows],
-                                           retain_graph=True, is_grads_batched=True,
-                                           allow_unused=True)
+            # (a single row: a plain backward)
+            seed = seeds[start:start + rows] if rows > 1 else seeds[start]
+            (block,) = torch.autograd.grad(gradient, positions, seed, retain_graph=True,
+                                           is_grads_batched=rows > 1, allow_unused=True)
             if block is not None:
                 hessian[start:start + rows] = block.reshape(-1, n)
     return hessian.detach()

@@ -122,7 +122,8 @@ def _phonons(args: argparse.Namespace) -> int:
 
     atoms, calc, out = _setup(args, "phonons")
     summary = phonons(atoms, calc, supercell=tuple(args.supercell), mesh=tuple(args.mesh),
-                      displacement=args.displacement, plot=out / "phonons.png")
+                      displacement=args.displacement, plot=out / "phonons.png",
+                      method=args.method)
     return _finish(out, summary)
 
 
@@ -143,6 +144,7 @@ def add_commands(commands) -> None:
     from ..simulate import ENSEMBLES, OPTIMIZERS
     from ..simulate.equation_of_state import MAX_EOS_STRAIN, MIN_EOS_POINTS
     from ..simulate.molecular_dynamics import MAX_TIMESTEP_FS
+    from ..simulate.phonon_spectrum import METHODS
 
     relax = commands.add_parser("relax", help="relax positions (and the cell) of a structure")
     _common(relax)
@@ -182,5 +184,8 @@ def add_commands(commands) -> None:
     phonons.add_argument("--supercell", type=integer(1), nargs=3, default=[3, 3, 3])
     phonons.add_argument("--mesh", type=integer(1), nargs=3, default=[16, 16, 16])
     phonons.add_argument("--displacement", type=number(above=0, most=0.5), default=0.01,
-                         help="A")
+                         help="A (method displacement)")
+    phonons.add_argument("--method", default="displacement", choices=METHODS,
+                         help="force constants from displaced supercells or from one Hessian "
+                              "of the supercell (default: %(default)s)")
     phonons.set_defaults(func=_phonons)

@@ -8,7 +8,8 @@ Modules: structures (read_structure, prepare, SimulationError), relaxation (rela
 integrators (ENSEMBLES, THERMOSTATS), molecular_dynamics (md), md_output (log rows, CSV
 log, trajectory frames), uncertainty (a committee's largest per-atom force std, per step:
 recorded, and a threshold that stops or flags a run), equation_of_state (eos),
-phonon_spectrum (phonons).
+phonon_spectrum (phonons, by displacements or from one Hessian), vibrations (frequencies and
+modes from one Hessian, as ase's VibrationsData).
 """
 
 from .equation_of_state import eos
@@ -17,6 +18,7 @@ from .molecular_dynamics import md
 from .phonon_spectrum import phonons
 from .relaxation import OPTIMIZERS, relax
 from .structures import SimulationError, read_structure
+from .vibrations import vibrations
 
 __all__ = ["ENSEMBLES", "OPTIMIZERS", "THERMOSTATS", "SimulationError", "eos", "md", "phonons",
-           "read_structure", "relax"]
+           "read_structure", "relax", "vibrations"]

@@ -1,4 +1,11 @@
-"""Phonons by finite displacements with phonopy: band structure, DOS, frequencies (THz)."""
+"""Phonons with phonopy: band structure, DOS, frequencies (THz).
+
+Force constants Phi_ij^ab = d^2E / du_ia du_jb of a supercell come either from forces on
+displaced supercells (``method="displacement"``, phonopy's finite differences) or from one
+Hessian of the undisplaced supercell (``method="hessian"``: the calculator's
+``get_hessian``, exact to rounding, no displacement error; Phi is the Hessian itself, the
+second derivative of the energy, in eV/A^2 as phonopy expects).
+"""
 
 from __future__ import annotations
 
@@ -13,24 +20,35 @@ from ase.dft.kpoints import parse_path_string
 from ..checks import require_integer
 from .structures import prepare
 
+#: how force constants are obtained (``phonons(method=...)``)
+METHODS = ("displacement", "hessian")
+
 if TYPE_CHECKING:  # phonopy is imported when phonons are computed
     from phonopy import Phonopy
 
 
 def phonons(structure: Any, calc: Calculator, supercell: tuple[int, int, int] = (3, 3, 3),
             mesh: tuple[int, int, int] = (16, 16, 16), displacement: float = 0.01,
-            plot: str | Path | None = None) -> dict:
-    """Phonons by finite displacements with phonopy: band structure, DOS, frequencies (THz).
+            plot: str | Path | None = None, method: str = "displacement") -> dict:
+    """Phonons with phonopy: band structure, DOS, frequencies (THz).
 
-    Force constants come from displacements of ``displacement`` (A) in a ``supercell``
-    repetition of the given (unit) cell; the DOS from a Gamma-centred q-point ``mesh``;
+    Force constants of a ``supercell`` repetition of the given (unit) cell come from
+    displacements of ``displacement`` (A) (``method="displacement"``) or from one Hessian
+    of the supercell (``method="hessian"``; needs a calculator with ``get_hessian``, such as
+    MPNNCalculator; ``displacement`` is then unused); the DOS from a Gamma-centred q-point
+    ``mesh``;
     ``plot`` saves the band structure and DOS as an image. Returns frequencies at the
     high-symmetry points of the standard band path, the lowest frequency on the mesh, and
     ``imaginary_modes`` (True when a mode below -0.05 THz exists).
     """
     _check_phonon_options(structure, supercell, mesh, displacement)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "hessian" and not callable(getattr(calc, "get_hessian", None)):
+        raise ValueError(f"method='hessian' needs a calculator with get_hessian "
+                         f"(MPNNCalculator); {type(calc).__name__} has none")
     atoms = prepare(structure, calc)
-    phonon = _force_constants(atoms, calc, supercell, displacement)
+    phonon = force_constants(atoms, calc, supercell, displacement, method)
     special, paths, connections, labels = band_path(atoms)
     phonon.run_band_structure(paths, path_connections=connections, labels=labels)
     phonon.run_mesh(list(mesh), is_gamma_center=True)
@@ -67,9 +85,10 @@ def _check_phonon_options(structure: Any, supercell: tuple[int, int, int],
         raise ValueError(f"displacement must be > 0 and <= 0.5 A, got {displacement!r}")
 
 
-def _force_constants(atoms: Atoms, calc: Calculator, supercell: tuple[int, int, int],
-                     displacement: float) -> Phonopy:
-    """A Phonopy object with force constants from ``calc``'s forces on displaced supercells."""
+def force_constants(atoms: Atoms, calc: Calculator, supercell: tuple[int, int, int],
+                    displacement: float = 0.01, method: str = "displacement") -> Phonopy:
+    """A Phonopy object of ``atoms`` (the unit cell) with the supercell's force constants
+    (n, n, 3, 3) in eV/A^2, by ``method`` (see the module docstring)."""
     from phonopy import Phonopy
     from phonopy.structure.atoms import PhonopyAtoms
 
@@ -77,16 +96,27 @@ def _force_constants(atoms: Atoms, calc: Calculator, supercell: tuple[int, int, 
                         scaled_positions=atoms.get_scaled_positions())
     # primitive_matrix="P": the given cell is the unit cell the band path refers to
     phonon = Phonopy(unit, supercell_matrix=np.diag(supercell), primitive_matrix="P")
+    if method == "hessian":
+        cell = _as_atoms(phonon.supercell)
+        n = len(cell)
+        # H[3i + a, 3j + b] -> Phi[i, j, a, b]
+        hessian = np.asarray(calc.get_hessian(cell), dtype=np.float64)
+        phonon.force_constants = hessian.reshape(n, 3, n, 3).transpose(0, 2, 1, 3).copy()
+        return phonon
     phonon.generate_displacements(distance=displacement)
     forces = []
     for displaced in phonon.supercells_with_displacements:
-        cell = Atoms(displaced.symbols, cell=displaced.cell, pbc=True,
-                     scaled_positions=displaced.scaled_positions)
+        cell = _as_atoms(displaced)
         cell.calc = calc
         forces.append(cell.get_forces())
     phonon.forces = forces
     phonon.produce_force_constants()
     return phonon
+
+
+def _as_atoms(cell: Any) -> Atoms:
+    """A periodic ase.Atoms of a PhonopyAtoms."""
+    return Atoms(cell.symbols, cell=cell.cell, pbc=True, scaled_positions=cell.scaled_positions)
 
 
 def _at_points(phonon: Phonopy, special: dict[str, np.ndarray]) -> dict[str, list[float]]:
