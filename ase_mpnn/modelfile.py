@@ -29,11 +29,16 @@ from .committee import Committee
 from .errors import ModelFileError
 from .models.base import AtomisticModel, architecture_class, build_model
 from .potential import Potential, as_potential
+from .repulsion import repulsion_from_config
 
 FORMAT_NAME = "ase-mpnn-model"
-#: the version this package writes for one model; a committee file is version 2 (older
+#: the newest single-model version this package reads and writes: 2 adds an energy term
+#: beside the network (``repulsion``, ZBL); a file without one is written as version 1
+#: (PLAIN_FORMAT_VERSION), which older readers still load, while they refuse a version 2
+#: file instead of silently dropping its repulsion. A committee file is version 2 (older
 #: readers then ask for an upgrade instead of failing on a missing weights.pt)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+PLAIN_FORMAT_VERSION = 1
 COMMITTEE_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
@@ -50,9 +55,11 @@ def _state_dict_bytes(potential: Potential) -> bytes:
 def make_manifest(potential: Potential, weights: bytes, **extra: Any) -> dict[str, Any]:
     """The JSON-safe description of a potential whose state dict serialises to ``weights``."""
     model = potential.model
+    repulsion = getattr(potential, "repulsion", None)
+    terms = {} if repulsion is None else {"repulsion": repulsion.config()}
     return {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if terms else PLAIN_FORMAT_VERSION,
         "architecture": model.architecture,
         "hyperparameters": dict(model.hyperparameters),
         "species": list(model.species),
@@ -62,6 +69,7 @@ def make_manifest(potential: Potential, weights: bytes, **extra: Any) -> dict[st
         "n_parameters": sum(p.numel() for p in potential.parameters()),
         "package_version": __version__,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        **terms,
         **extra,
     }
 
@@ -235,7 +243,10 @@ def _single_potential(manifest: dict[str, Any], weights: bytes, source: str) -> 
         raise ModelFileError(
             f"{source}: the manifest does not describe a valid model: {exc}") from exc
     model.to(dtype=getattr(torch, dtype))  # the saved precision; E0 etc. stay float64
-    potential = Potential(model)
+    try:
+        potential = Potential(model, repulsion=repulsion_from_config(manifest.get("repulsion")))
+    except ValueError as exc:
+        raise ModelFileError(f"{source}: the manifest's repulsion is not valid: {exc}") from exc
     state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     try:
         potential.load_state_dict(state, strict=True)

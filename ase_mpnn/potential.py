@@ -39,6 +39,7 @@ from . import keys
 from .graph import Graph
 from .models.base import AtomisticModel
 from .nn import scatter_sum
+from .repulsion import ZBL
 
 
 def _per_species(value: float | Sequence[float] | torch.Tensor, n: int, name: str) -> torch.Tensor:
@@ -142,6 +143,8 @@ class Potential(nn.Module):
         shift: per-atom energy shift per species (or one for all), eV.
         reference_energies: isolated-atom reference energies E0, eV; a list in the order of
             ``model.species`` or a dict {symbol: E0}; missing symbols get 0.
+        repulsion: an optional short-range term added to the per-atom energies
+            (``ase_mpnn.repulsion.ZBL``), its range within the model's cutoff.
 
     Buffers (n_species,), float64 until ``.to(dtype)``: ``scale``, ``shift`` and
     ``reference_energies`` (E0; model files written before the rename store it as
@@ -154,9 +157,14 @@ class Potential(nn.Module):
         scale: float | Sequence[float] = 1.0,
         shift: float | Sequence[float] = 0.0,
         reference_energies: Sequence[float] | dict[str, float] | None = None,
+        repulsion: ZBL | None = None,
     ):
         super().__init__()
         self.model = model
+        self.repulsion = repulsion
+        if repulsion is not None and repulsion.r_outer > model.cutoff:
+            raise ValueError(f"the repulsion reaches {repulsion.r_outer} A, beyond the model's "
+                             f"cutoff ({model.cutoff} A): its pairs would be missing")
         n = len(model.species)
         if isinstance(reference_energies, dict):
             unknown = set(reference_energies) - set(model.species)
@@ -241,7 +249,10 @@ class Potential(nn.Module):
         e_iso = self.isolated_atom_outputs(graph[keys.POSITIONS])
         model = self.__dict__.get("_model_call", self.model)
         e = model(graph) - e_iso[species]
-        return self.scale[species] * e + self.shift[species] + self.reference_energies[species]
+        energies = self.scale[species] * e + self.shift[species] + self.reference_energies[species]
+        if self.repulsion is not None:  # a physical wall under the network (ZBL)
+            energies = energies + self.repulsion(graph)
+        return energies
 
     def energy_terms(self) -> list[EnergyTerm]:
         """The energy functions this potential sums over: its own, with its cutoff."""

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, NamedTuple
 
 from ..loading import DEFAULT_DTYPE
+from ..repulsion import ZBL
 
 DEFAULT_LR = 1e-3  # learning rate of a fresh training
 FINE_TUNE_LR = 2e-4  # a fine-tuning run starts near a minimum: smaller steps keep it there
@@ -104,6 +105,10 @@ class TrainConfig:
     species: list[str] | None = None  # default: the elements in the data
     cutoff: float = 5.0
     hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # ZBL short-range repulsion under the network, {r_inner: A, r_outer: A} ({}: the
+    # defaults 0.5 and 1.5; r_outer <= cutoff), so that the network learns on top of it
+    # (ase_mpnn.repulsion); None: none. With init, it replaces the model's own.
+    zbl: dict[str, float] | None = None
     # isolated-atom energies E0 {symbol: eV}; these win over the data's IsolatedAtom frames,
     # which win over a least-squares fit of the other elements to the training set.
     # from_dict also reads the option's old name, ``atomic_energies`` (see ALIASES).
@@ -168,10 +173,26 @@ class TrainConfig:
         if not 0 <= self.stage_two_fraction < 1:
             raise ValueError(f"stage_two_fraction = {self.stage_two_fraction!r}: need "
                              "0 <= fraction < 1 (0: no second stage)")
+        self.repulsion()  # raises ValueError for bad ZBL radii
         for config_type, weight in self.config_type_weights.items():
             if not (isinstance(weight, (int, float)) and 0 <= weight < float("inf")):
                 raise ValueError(f"config_type_weights[{config_type!r}] = {weight!r}: "
                                  "need a finite number >= 0")
+
+    def repulsion(self) -> ZBL | None:
+        """The ZBL term ``zbl`` asks for (None without), checked against ``cutoff``."""
+        if self.zbl is None:
+            return None
+        if not isinstance(self.zbl, dict):
+            raise ValueError(f"zbl = {self.zbl!r}: need a mapping {{r_inner: A, r_outer: A}}")
+        unknown = sorted(set(self.zbl) - {"r_inner", "r_outer"})
+        if unknown:
+            raise ValueError(f"unknown zbl option(s) {unknown}; valid: r_inner, r_outer")
+        zbl = ZBL(**self.zbl)
+        if zbl.r_outer > self.cutoff:
+            raise ValueError(f"zbl r_outer = {zbl.r_outer} A reaches beyond the cutoff "
+                             f"({self.cutoff} A)")
+        return zbl
 
     def stage_two_weights(self) -> "TrainConfig":
         """This config with the second stage's loss weights (``stage_two_*_weight``, those

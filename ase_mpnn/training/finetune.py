@@ -51,6 +51,11 @@ def initial_potential(config: TrainConfig, samples: Sequence[Sample],
     if config.finetune_e0 not in FINETUNE_E0:
         raise ValueError(f"finetune_e0 must be one of {FINETUNE_E0}, got {config.finetune_e0!r}")
     potential = load_model(config.init, dtype=torch.float64)
+    if config.zbl is not None:  # the run's repulsion replaces the model's own
+        potential.repulsion = config.repulsion()
+        if potential.repulsion.r_outer > potential.cutoff:
+            raise ValueError(f"zbl r_outer = {potential.repulsion.r_outer} A reaches beyond "
+                             f"the cutoff of {config.init} ({potential.cutoff} A)")
     old_species = list(potential.species)
     added = set(config.species or species_of(samples)) - set(potential.species)
     wanted = old_species + sorted(added, key=atomic_numbers.__getitem__)  # old order kept
@@ -81,7 +86,8 @@ def extend_species(potential: Potential, species: Sequence[str]) -> Potential:
     rows = [list(species).index(s) for s in potential.species]  # old index -> new index
     _copy_weights(old_model, model, rows)
     extended = Potential(model, scale=float(potential.scale.mean()),
-                         shift=float(potential.shift.mean()), reference_energies=None)
+                         shift=float(potential.shift.mean()), reference_energies=None,
+                         repulsion=potential.repulsion)
     extended = extended.to(potential.scale.dtype)
     with torch.no_grad():
         for name in ("scale", "shift", "reference_energies"):

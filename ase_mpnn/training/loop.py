@@ -72,6 +72,7 @@ def build_potential(config: TrainConfig, train_samples: Sequence[Sample],
     the data's IsolatedAtom frames), the other elements fitted by least squares to the
     training frames with an energy, the given ones held fixed. The scale is the RMS force
     (``energy_scale``); the shift is 0, so an atom with no neighbours gets exactly its E0.
+    ``config.zbl`` adds the ZBL repulsion under the network.
     """
     species = config.species or species_of(train_samples)
     model = build_model(config.architecture, species, config.cutoff,
@@ -80,7 +81,8 @@ def build_potential(config: TrainConfig, train_samples: Sequence[Sample],
     given.update(config.reference_energies or {})
     e0 = {**fit_reference_energies(train_samples, species, fixed=given),
           **(config.reference_energies or {})}
-    return Potential(model, scale=energy_scale(train_samples, e0), reference_energies=e0)
+    return Potential(model, scale=energy_scale(train_samples, e0), reference_energies=e0,
+                     repulsion=config.repulsion())
 
 
 def model_hyperparameters(config: TrainConfig, train_samples: Sequence[Sample]
