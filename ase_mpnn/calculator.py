@@ -208,13 +208,16 @@ class MPNNCalculator(Calculator):
             graph[keys.LIST_CUTOFF] = torch.tensor(self.neighbors.list_cutoff)
         return graph
 
-    def get_hessian(self, atoms: Any = None) -> np.ndarray:
+    def get_hessian(self, atoms: Any = None, indices: Sequence[int] | None = None
+                    ) -> np.ndarray:
         """d^2E/dx dx of ``atoms`` (default: the last structure calculated), by autograd.
 
         Returns a (3N, 3N) float64 array in eV/A^2, row and column 3 i + a being atom i's
         Cartesian direction a (x, y, z); the cell is held fixed. It is symmetric to
-        rounding and, for a committee, the Hessian of the mean energy. The structure gets
-        the same checks as in every other call. The results dict is left as it is.
+        rounding and, for a committee, the Hessian of the mean energy. With ``indices``
+        only the rows of those atoms, (3 len(indices), 3N): each row costs a backward pass.
+        The structure gets the same checks as in every other call; the results dict is
+        left as it is.
         """
         with self._lock:
             if atoms is None:
@@ -223,7 +226,9 @@ class MPNNCalculator(Calculator):
                 atoms = self.atoms
             atoms = to_atoms(atoms)
             _warn_unused_info(atoms)
-            hessian = self.potential.hessian(self._graph(atoms))
+            if indices is not None:
+                indices = _atom_indices(indices, len(atoms))
+            hessian = self.potential.hessian(self._graph(atoms), atoms=indices)
         return hessian.cpu().numpy().astype(np.float64)
 
     def calculate_batch(self, structures: Sequence[Atoms], *, max_atoms: int | None = None,
@@ -254,6 +259,15 @@ def _normalized(name: str, value: Any) -> Any:
     if not distance >= 0:
         raise ValueError(f"{name} must be a distance >= 0 Angstrom, got {value!r}")
     return distance
+
+
+def _atom_indices(indices: Sequence[int], n_atoms: int) -> np.ndarray:
+    """``indices`` as non-negative atom indices (negative ones count from the end)."""
+    chosen = np.asarray(indices).ravel()
+    if chosen.dtype.kind not in "iu" or ((chosen < -n_atoms) | (chosen >= n_atoms)).any():
+        raise ValueError(f"indices must be atom indices of the {n_atoms} atoms, got "
+                         f"{np.asarray(indices).tolist()}")
+    return chosen % max(n_atoms, 1)
 
 
 def _unknown_options(names: Sequence[str]) -> str:

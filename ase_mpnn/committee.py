@@ -112,9 +112,11 @@ class Committee(nn.Module):
                               if k in ("manifest", "manifest_sha256")})
         return twin
 
-    def hessian(self, graph: Graph, rows_per_pass: int | None = None) -> torch.Tensor:
-        """The Hessian of the mean energy (the members' mean Hessian), (3n, 3n) eV/A^2."""
-        return hessian_of_terms(graph, self.energy_terms(), rows_per_pass)
+    def hessian(self, graph: Graph, rows_per_pass: int | None = None,
+                atoms: Sequence[int] | None = None) -> torch.Tensor:
+        """The Hessian of the mean energy (the members' mean Hessian), (3n, 3n) eV/A^2, or
+        the rows of ``atoms`` (see ``potential.hessian_of_terms``)."""
+        return hessian_of_terms(graph, self.energy_terms(), rows_per_pass, atoms)
 
     def forward(self, graph: Graph, forces: bool = True, stress: bool = False,
                 atomic_stresses: bool = False, create_graph: bool = False) -> Graph:

@@ -258,12 +258,14 @@ class Potential(nn.Module):
         """The energy functions this potential sums over: its own, with its cutoff."""
         return [EnergyTerm(self.per_atom_energies, self.cutoff, False)]
 
-    def hessian(self, graph: Graph, rows_per_pass: int | None = None) -> torch.Tensor:
-        """d^2E/dx dx (3 n_atoms, 3 n_atoms), eV/A^2, of the graph's atoms (cell fixed).
+    def hessian(self, graph: Graph, rows_per_pass: int | None = None,
+                atoms: Sequence[int] | None = None) -> torch.Tensor:
+        """d^2E/dx dx (3 n_atoms, 3 n_atoms), eV/A^2, of the graph's atoms (cell fixed);
+        only the rows of ``atoms`` when given (``hessian_of_terms``).
 
         ``rows_per_pass``: rows per batched backward (default: ``hessian_rows``).
         """
-        return hessian_of_terms(graph, self.energy_terms(), rows_per_pass)
+        return hessian_of_terms(graph, self.energy_terms(), rows_per_pass, atoms)
 
     def forward(
         self,
@@ -409,26 +411,40 @@ def hessian_rows(graph: Graph) -> int:
 
 
 def hessian_of_terms(graph: Graph, terms: Sequence[EnergyTerm],
-                     rows_per_pass: int | None = None) -> torch.Tensor:
-    """The mean over ``terms`` of d^2E/dx dx, (3 n_atoms, 3 n_atoms) in eV/A^2.
+                     rows_per_pass: int | None = None,
+                     atoms: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+    """The mean over ``terms`` of d^2E/dx dx, in eV/A^2: (3 n_atoms, 3 n_atoms), or only the
+    rows of ``atoms`` (indices into the graph's atoms): (3 len(atoms), 3 n_atoms).
 
-    Row and column 3 i + a belong to atom i, Cartesian direction a, over all atoms of the
-    (possibly batched) graph; the cell is held fixed. For a committee (one term per member)
-    this is the Hessian of the mean energy. Not symmetrised: autograd gives a symmetric
-    matrix to rounding (~1e-15 relative in float64).
+    Row 3 k + a belongs to atom atoms[k] (all atoms by default), column 3 j + b to atom j,
+    Cartesian directions a, b; the cell is held fixed. Each row costs one backward pass, so
+    asking only for the rows needed (the atoms that vibrate, a unit cell's atoms for
+    phonons) saves the others. For a committee (one term per member) this is the Hessian
+    of the mean energy. Not symmetrised: autograd gives a symmetric matrix to rounding
+    (~1e-15 relative in float64).
     """
-    rows = hessian_rows(graph) if rows_per_pass is None else rows_per_pass
-    if not isinstance(rows, int) or rows < 1:
-        raise ValueError(f"rows_per_pass must be >= 1, got {rows_per_pass!r}")
-    total = sum(_term_hessian(graph, term, rows) for term in terms)
+    per_pass = hessian_rows(graph) if rows_per_pass is None else rows_per_pass
+    if isinstance(per_pass, bool) or not isinstance(per_pass, int) or per_pass < 1:
+        raise ValueError(f"rows_per_pass must be an integer >= 1, got {rows_per_pass!r}")
+    n_atoms = graph[keys.POSITIONS].shape[0]
+    device = graph[keys.POSITIONS].device
+    chosen = torch.arange(n_atoms, device=device) if atoms is None else \
+        torch.as_tensor(atoms, dtype=torch.int64, device=device).flatten()
+    if chosen.numel() and not bool(((chosen >= 0) & (chosen < n_atoms)).all()):
+        raise ValueError(f"atoms must be indices of the graph's {n_atoms} atoms, got "
+                         f"{chosen.tolist()}")
+    rows = (3 * chosen[:, None] + torch.arange(3, device=device)).flatten()
+    total = sum(_term_hessian(graph, term, rows, per_pass) for term in terms)
     return total / len(terms)
 
 
-def _term_hessian(graph: Graph, term: EnergyTerm, rows: int) -> torch.Tensor:
-    """One energy function's Hessian: gradient with create_graph, then batched rows."""
+def _term_hessian(graph: Graph, term: EnergyTerm, rows: torch.Tensor, per_pass: int
+                  ) -> torch.Tensor:
+    """One energy function's Hessian rows: gradient with create_graph, then the rows
+    ``rows`` (indices into 3 n_atoms) ``per_pass`` at a time."""
     positions = graph[keys.POSITIONS]
     n = positions.numel()
-    hessian = torch.zeros(n, n, dtype=positions.dtype, device=positions.device)
+    hessian = torch.zeros(len(rows), n, dtype=positions.dtype, device=positions.device)
     with torch.enable_grad():
         positions = positions.detach().requires_grad_(True)
         geometry = edge_geometry(graph, positions, graph[keys.CELL])
@@ -441,15 +457,16 @@ def _term_hessian(graph: Graph, term: EnergyTerm, rows: int) -> torch.Tensor:
         gradient = gradient.flatten()
         if not gradient.requires_grad:  # E linear in x: zero Hessian
             return hessian
-        seeds = torch.eye(n, dtype=positions.dtype, device=positions.device)
-        for start in range(0, n, rows):
+        seeds = torch.zeros(len(rows), n, dtype=positions.dtype, device=positions.device)
+        seeds[torch.arange(len(rows), device=rows.device), rows] = 1.0
+        for start in range(0, len(rows), per_pass):
             # row k = d(g . e_k)/dx for the seeds e_k of this pass, in one vmapped backward
             # (a single row: a plain backward)
-            seed = seeds[start:start + rows] if rows > 1 else seeds[start]
+            seed = seeds[start:start + per_pass] if per_pass > 1 else seeds[start]
             (block,) = torch.autograd.grad(gradient, positions, seed, retain_graph=True,
-                                           is_grads_batched=rows > 1, allow_unused=True)
+                                           is_grads_batched=per_pass > 1, allow_unused=True)
             if block is not None:
-                hessian[start:start + rows] = block.reshape(-1, n)
+                hessian[start:start + per_pass] = block.reshape(-1, n)
     return hessian.detach()
 
 

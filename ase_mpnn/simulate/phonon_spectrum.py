@@ -4,7 +4,9 @@ Force constants Phi_ij^ab = d^2E / du_ia du_jb of a supercell come either from f
 displaced supercells (``method="displacement"``, phonopy's finite differences) or from one
 Hessian of the undisplaced supercell (``method="hessian"``: the calculator's
 ``get_hessian``, exact to rounding, no displacement error; Phi is the Hessian itself, the
-second derivative of the energy, in eV/A^2 as phonopy expects).
+second derivative of the energy, in eV/A^2 as phonopy expects). Only the rows of the unit
+cell's atoms are computed (phonopy's compact force constants): 3 per unit-cell atom, one
+backward pass each, whatever the supercell.
 """
 
 from __future__ import annotations
@@ -87,8 +89,9 @@ def _check_phonon_options(structure: Any, supercell: tuple[int, int, int],
 
 def force_constants(atoms: Atoms, calc: Calculator, supercell: tuple[int, int, int],
                     displacement: float = 0.01, method: str = "displacement") -> Phonopy:
-    """A Phonopy object of ``atoms`` (the unit cell) with the supercell's force constants
-    (n, n, 3, 3) in eV/A^2, by ``method`` (see the module docstring)."""
+    """A Phonopy object of ``atoms`` (the unit cell) with the supercell's force constants in
+    eV/A^2, by ``method`` (see the module docstring): (n, n, 3, 3) from displacements,
+    phonopy's compact (n_unit, n, 3, 3) from the Hessian rows of the unit cell's atoms."""
     from phonopy import Phonopy
     from phonopy.structure.atoms import PhonopyAtoms
 
@@ -99,9 +102,12 @@ def force_constants(atoms: Atoms, calc: Calculator, supercell: tuple[int, int, i
     if method == "hessian":
         cell = _as_atoms(phonon.supercell)
         n = len(cell)
-        # H[3i + a, 3j + b] -> Phi[i, j, a, b]
-        hessian = np.asarray(calc.get_hessian(cell), dtype=np.float64)
-        phonon.force_constants = hessian.reshape(n, 3, n, 3).transpose(0, 2, 1, 3).copy()
+        # phonopy's compact force constants: the rows of the unit cell's atoms only (the
+        # others are their lattice translates), H[3p + a, 3j + b] -> Phi[p, j, a, b]
+        unit_atoms = phonon.primitive.p2s_map
+        hessian = np.asarray(calc.get_hessian(cell, indices=unit_atoms), dtype=np.float64)
+        compact = hessian.reshape(len(unit_atoms), 3, n, 3).transpose(0, 2, 1, 3)
+        phonon.force_constants = np.ascontiguousarray(compact)
         return phonon
     phonon.generate_displacements(distance=displacement)
     forces = []

@@ -26,7 +26,8 @@ def vibrations(structure: Any, calc: Calculator,
 
     Args:
         structure: the (relaxed) geometry; not modified.
-        calc: a calculator with ``get_hessian(atoms)`` -> (3N, 3N) eV/A^2 (MPNNCalculator).
+        calc: a calculator with ``get_hessian(atoms, indices)`` -> the rows of those atoms,
+            (3 len(indices), 3N) eV/A^2 (MPNNCalculator).
         indices: the atoms that vibrate (default all); the others stay fixed, as in
             ``ase.vibrations.Vibrations(indices=...)``.
 
@@ -45,6 +46,7 @@ def vibrations(structure: Any, calc: Calculator,
         raise ValueError(f"indices must be distinct atom indices of the {len(atoms)} atoms, "
                          f"got {list(np.atleast_1d(chosen))}")
     chosen = chosen % len(atoms)
-    rows = (3 * chosen[:, None] + np.arange(3)).ravel()  # x, y, z of each chosen atom
-    hessian = np.asarray(calc.get_hessian(atoms))[np.ix_(rows, rows)]
+    columns = (3 * chosen[:, None] + np.arange(3)).ravel()  # x, y, z of each chosen atom
+    # only the chosen atoms' rows: one backward pass each
+    hessian = np.asarray(calc.get_hessian(atoms, indices=chosen))[:, columns]
     return VibrationsData.from_2d(atoms, hessian, indices=chosen.tolist())
