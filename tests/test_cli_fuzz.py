@@ -27,7 +27,8 @@ BASE = {
     "md": ["cu.cif", "--model", MODEL], "eos": ["cu.cif", "--model", MODEL],
     "phonons": ["cu.cif", "--model", MODEL], "run": ["static", "cu.cif", "--db", "r.db",
                                                      "--model", MODEL],
-    "report": ["r.db"], "calibrate": [MODEL, "d.xyz", "-o", "c.mpnn"], "learn": ["l.yaml"],
+    "vibrations": ["cu.cif", "--model", MODEL], "report": ["r.db"],
+    "calibrate": [MODEL, "d.xyz", "-o", "c.mpnn"], "learn": ["l.yaml"],
 }
 #: values no number or count option accepts
 NOT_NUMBERS = ["abc", "nan", "inf", "-inf", "1e999", "", "0x10", "1,5"]

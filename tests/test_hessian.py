@@ -179,3 +179,19 @@ def test_cli_phonons_by_hessian(small_potential, tmp_path):
     assert main(["phonons", str(structure), "--model", str(model), "--supercell", "2", "2",
                  "2", "--mesh", "2", "2", "2", "--method", "hessian", "--out", str(out)]) == 0
     assert "Gamma" in json.loads((out / "summary.json").read_text())["frequencies_THz_at"]
+
+
+def test_cli_vibrations(small_potential, tmp_path):
+    molecule = small_molecule(SPECIES)[:4]
+    structure = tmp_path / "cluster.xyz"
+    write(structure, molecule)
+    model = save_model(small_potential, tmp_path / "m.mpnn")
+    out = tmp_path / "vib"
+    assert main(["vibrations", str(structure), "--model", str(model), "--indices", "0", "1",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["frequencies_cm-1"]) == 6 and summary["atoms_vibrating"] == [0, 1]
+    expected = vibrations(molecule, _calc(small_potential), indices=[0, 1]).get_frequencies()
+    signed = [f.real if abs(f.imag) <= abs(f.real) else -abs(f.imag) for f in expected]
+    assert np.allclose(summary["frequencies_cm-1"], signed, rtol=1e-6)  # xyz file digits
+    assert (out / "vibrations.json").exists() and (out / "modes.xyz").exists()

@@ -1,4 +1,5 @@
-"""The ``ase-mpnn relax|md|eos|phonons`` commands: a structure file in, results out.
+"""The ``ase-mpnn relax|md|eos|phonons|vibrations`` commands: a structure file in, results
+out.
 
 Each writes into ``--out`` (default: STRUCTURE's name + the command): the final structure,
 ``summary.json``, a trajectory where there is one, and a PNG.
@@ -127,6 +128,23 @@ def _phonons(args: argparse.Namespace) -> int:
     return _finish(out, summary)
 
 
+def _vibrations(args: argparse.Namespace) -> int:
+    from ..simulate import vibrations
+
+    atoms, calc, out = _setup(args, "vibrations")
+    data = vibrations(atoms, calc, indices=args.indices)
+    data.write(str(out / "vibrations.json"))  # ase.vibrations.VibrationsData.read() reads it
+    data.write_jmol(str(out / "modes.xyz"))
+    frequencies = data.get_frequencies()  # cm^-1, imaginary ones complex
+    # an imaginary frequency i|f| (a saddle point, an unrelaxed structure) is written -|f|
+    listed = [float(f.real) if abs(f.imag) <= abs(f.real) else -float(abs(f.imag))
+              for f in frequencies]
+    return _finish(out, {"frequencies_cm-1": listed,
+                         "imaginary_modes": int(sum(f < 0 for f in listed)),
+                         "zero_point_energy_eV": float(data.get_zero_point_energy().real),
+                         "atoms_vibrating": data.get_indices().tolist()})
+
+
 def _uncertainty_options(parser: argparse.ArgumentParser) -> None:
     """--max-uncertainty and --on-uncertain (a committee's force spread as a guard)."""
     from ..simulate.uncertainty import ON_UNCERTAIN
@@ -140,7 +158,7 @@ def _uncertainty_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(commands) -> None:
-    """Add relax, md, eos and phonons to the ``ase-mpnn`` sub-command parser."""
+    """Add relax, md, eos, phonons and vibrations to the ``ase-mpnn`` sub-command parser."""
     from ..simulate import ENSEMBLES, OPTIMIZERS
     from ..simulate.equation_of_state import MAX_EOS_STRAIN, MIN_EOS_POINTS
     from ..simulate.molecular_dynamics import MAX_TIMESTEP_FS
@@ -189,3 +207,10 @@ def add_commands(commands) -> None:
                          help="force constants from displaced supercells or from one Hessian "
                               "of the supercell (default: %(default)s)")
     phonons.set_defaults(func=_phonons)
+
+    vibrations = commands.add_parser(
+        "vibrations", help="vibrational frequencies (cm^-1) and modes from one Hessian")
+    _common(vibrations, dtype="float64")
+    vibrations.add_argument("--indices", type=integer(0), nargs="+", metavar="I",
+                            help="the atoms that vibrate (default: all); the others stay fixed")
+    vibrations.set_defaults(func=_vibrations)
