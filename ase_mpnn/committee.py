@@ -116,7 +116,8 @@ class Committee(nn.Module):
                 atoms: Sequence[int] | None = None) -> torch.Tensor:
         """The Hessian of the mean energy (the members' mean Hessian), (3n, 3n) eV/A^2, or
         the rows of ``atoms`` (see ``potential.hessian_of_terms``)."""
-        return hessian_of_terms(graph, self.energy_terms(), rows_per_pass, atoms)
+        eager = Committee([member.eager() for member in self.members], self.calibration)
+        return hessian_of_terms(graph, eager.energy_terms(), rows_per_pass, atoms)
 
     def forward(self, graph: Graph, forces: bool = True, stress: bool = False,
                 atomic_stresses: bool = False, create_graph: bool = False) -> Graph:

@@ -243,6 +243,15 @@ class Potential(nn.Module):
         twin.__dict__["_model_call"] = torch.compile(self.model, dynamic=True, **options)
         return twin
 
+    def eager(self) -> "Potential":
+        """This potential with its model run eagerly (itself unless compiled): a compiled
+        model's backward cannot be differentiated again, as a Hessian needs."""
+        if "_model_call" not in self.__dict__:
+            return self
+        twin = copy.copy(self)
+        del twin.__dict__["_model_call"]
+        return twin
+
     def per_atom_energies(self, graph: Graph) -> torch.Tensor:
         """E_i (n_atoms,) in eV for a graph that already carries edge geometry."""
         species = graph[keys.SPECIES]
@@ -265,7 +274,7 @@ class Potential(nn.Module):
 
         ``rows_per_pass``: rows per batched backward (default: ``hessian_rows``).
         """
-        return hessian_of_terms(graph, self.energy_terms(), rows_per_pass, atoms)
+        return hessian_of_terms(graph, self.eager().energy_terms(), rows_per_pass, atoms)
 
     def forward(
         self,

@@ -195,3 +195,15 @@ def test_cli_vibrations(small_potential, tmp_path):
     signed = [f.real if abs(f.imag) <= abs(f.real) else -abs(f.imag) for f in expected]
     assert np.allclose(summary["frequencies_cm-1"], signed, rtol=1e-6)  # xyz file digits
     assert (out / "vibrations.json").exists() and (out / "modes.xyz").exists()
+
+
+def test_hessian_of_a_compiled_calculator_runs_the_model_eagerly(small_potential):
+    """A compiled model's backward cannot be differentiated again: the Hessian bypasses it
+    (and so never waits for a compilation)."""
+    atoms = small_molecule(SPECIES)[:3]
+    exact = _calc(small_potential).get_hessian(atoms)
+    assert np.array_equal(_calc(small_potential, compile=True).get_hessian(atoms), exact)
+    committee = Committee([small_potential, make_potential(seed=3, n_features=8,
+                                                           n_interactions=1)])
+    compiled = _calc(committee, compile=True)
+    assert np.array_equal(compiled.get_hessian(atoms), _calc(committee).get_hessian(atoms))
