@@ -19,6 +19,7 @@ from .loading import DEFAULT_DTYPE, load_model, load_potential, save_committee
 from .modelfile import read_manifest, save_model
 from .potential import Potential
 from .pretrained import list_models
+from .repulsion import ZBL
 
 __all__ = [
     "DEFAULT_DTYPE",
@@ -30,6 +31,7 @@ __all__ = [
     "Potential",
     "UnknownArchitectureError",
     "UnknownElementError",
+    "ZBL",
     "__version__",
     "build_graph",
     "list_models",

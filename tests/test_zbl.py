@@ -10,7 +10,7 @@ from ase import Atoms
 from ase_mpnn import MPNNCalculator, Potential, build_graph, load_model, save_model, testing
 from ase_mpnn.modelfile import FORMAT_VERSION, read_manifest
 from ase_mpnn.potential import edge_geometry
-from ase_mpnn.repulsion import ZBL, repulsion_from_config
+from ase_mpnn.repulsion import ZBL, repulsion_from_config  # ZBL is also ase_mpnn.ZBL
 from ase_mpnn.testing import rattled_triclinic_cell, small_molecule
 from ase_mpnn.training import TrainConfig, train
 from ase_mpnn.training.emt_data import emt_dataset
