@@ -28,6 +28,7 @@ import torch
 
 from .. import keys
 from ..nn import scatter_sum
+from .imagesum import bj_damping, d3_counting, image_sum
 from .pairs import ImagePairs, image_pairs
 from .tables import (
     CN_CUTOFF,
@@ -113,13 +114,10 @@ class D3Dispersion:
         """C6_ij (n_pairs,) eV A^6 of each atom pair, from the coordination numbers."""
         n_atoms = len(numbers)
         index, t = pairs.within[self.cn_cutoff]
-        r = torch.linalg.vector_norm(minimum.index_select(0, index) + trans.index_select(0, t),
-                                     dim=-1)
-        first, second = pairs.first.index_select(0, index), pairs.second.index_select(0, index)
-        radius = tables.rcov[numbers[first]] + tables.rcov[numbers[second]]
-        count = torch.sigmoid(K1_COUNTING * (radius / r - 1.0))
+        radius = tables.rcov[numbers[pairs.first]] + tables.rcov[numbers[pairs.second]]
+        count = image_sum(d3_counting(K1_COUNTING), minimum, trans, radius[:, None], index, t)
         # each listed pair counts for both atoms (an atom and its image: twice, T and -T)
-        cn = scatter_sum(count, first, n_atoms) + scatter_sum(count, second, n_atoms)
+        cn = scatter_sum(count, pairs.first, n_atoms) + scatter_sum(count, pairs.second, n_atoms)
         reference_cn = tables.cn[numbers]  # (n_atoms, 7)
         logits = -K3_WEIGHTING * (cn[:, None] - reference_cn) ** 2
         logits = logits.masked_fill(reference_cn < 0, float("-inf"))
@@ -142,12 +140,7 @@ class D3Dispersion:
         r0 = p.a1 * torch.sqrt(qq) + p.a2
         static = torch.stack([r0**6, r0**8, p.s8 * qq], dim=-1)  # (n_pairs, 3)
         index, t = pairs.within[self.cutoff]
-        vectors = minimum.index_select(0, index) + trans.index_select(0, t)
-        r2 = (vectors * vectors).sum(-1)
-        r6 = r2 * r2 * r2
-        r0_6, r0_8, s8qq = static.index_select(0, index).unbind(-1)
-        damped = p.s6 / (r6 + r0_6) + s8qq / (r6 * r2 + r0_8)
-        summed = torch.zeros_like(c6).index_add_(0, index, damped)  # over images
+        summed = image_sum(bj_damping(p.s6), minimum, trans, static, index, t)  # over images
         pair_energy = -0.5 * c6 * summed
         n_atoms = len(numbers)
         return (scatter_sum(pair_energy, pairs.first, n_atoms)

@@ -95,19 +95,25 @@ def _structure_pairs(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Ten
     longest = float(torch.linalg.vector_norm(vectors, dim=1).max()) if n else 0.0
     shifts = _translations(cell, pbc, reach + longest)
     translations = shifts @ cell
-    self_pair = first == second
-    positive = _positive_half(shifts)
+    # an atom and its own image: keep one of T and -T (r2 = inf for the others and T = 0)
+    self_pairs = torch.nonzero(first == second).flatten()
+    excluded = torch.nonzero(~_positive_half(shifts)).flatten()
+    # |d + T|^2 = |d|^2 + 2 d.T + |T|^2: one matrix product per block of translations
+    # instead of an (n_pairs, n_trans, 3) array
+    d2, t2 = (vectors * vectors).sum(-1), (translations * translations).sum(-1)
     squared = [c * c for c in cutoffs]
-    hits: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in cutoffs]
+    found: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in cutoffs]
     step = max(1, _CHUNK // max(len(vectors), 1))
     for start in range(0, len(shifts), step):
         block = slice(start, start + step)
-        r2 = ((vectors[:, None, :] + translations[None, block, :]) ** 2).sum(-1)
-        allowed = ~self_pair[:, None] | positive[None, block]
+        r2 = torch.addmm(t2[None, block], vectors, translations[block].T, alpha=2.0)
+        r2 += d2[:, None]
+        cols = excluded[(excluded >= start) & (excluded < start + r2.shape[1])] - start
+        r2[self_pairs[:, None], cols[None, :]] = float("inf")
         for k, limit in enumerate(squared):
-            pair, trans = torch.nonzero((r2 <= limit) & allowed, as_tuple=True)
-            hits[k].append((pair, trans + start))
-    within = [tuple(torch.cat(parts) for parts in zip(*found)) for found in hits]
+            pair, trans = torch.nonzero(r2 <= limit, as_tuple=True)
+            found[k].append((pair, trans + start))
+    within = [tuple(torch.cat(side) for side in zip(*parts)) for parts in found]
     return first, second, wrap, shifts, within
 
 
@@ -121,9 +127,17 @@ def image_pairs(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
     """
     with torch.no_grad():
         positions, cell = positions.detach().double(), cell.detach().double()
+        counts = n_atoms.tolist()
+        if len(counts) == 1:  # the calculator's case: no offsets, no copies
+            first, second, wrap, shifts, within = _structure_pairs(positions, cell[0], pbc[0],
+                                                                   list(cutoffs))
+            zeros = torch.zeros_like
+            return ImagePairs(first, second, wrap, zeros(first), shifts,
+                              torch.zeros(len(shifts), dtype=torch.long, device=shifts.device),
+                              dict(zip(cutoffs, within)))
         parts, atom_offset, trans_offset = [], 0, 0
         pair_offset = 0
-        for k, count in enumerate(n_atoms.tolist()):
+        for k, count in enumerate(counts):
             local = positions[atom_offset:atom_offset + count]
             first, second, wrap, shifts, within = _structure_pairs(local, cell[k], pbc[k],
                                                                    list(cutoffs))
