@@ -4,7 +4,7 @@
 of the model's own autograd pass."""
 
 from .calculator import D3BJ, dispersion_graph
-from .d3 import D3Dispersion
+from .d3 import D3Dispersion, with_dispersion
 from .tables import (
     CN_CUTOFF,
     DISP2_CUTOFF,
@@ -24,4 +24,5 @@ __all__ = [
     "d3bj_parameters",
     "dispersion_graph",
     "list_functionals",
+    "with_dispersion",
 ]

@@ -145,3 +145,13 @@ class D3Dispersion:
         n_atoms = len(numbers)
         return (scatter_sum(pair_energy, pairs.first, n_atoms)
                 + scatter_sum(pair_energy, pairs.second, n_atoms))
+
+
+def with_dispersion(potential, functional: str = "pbe", three_body: bool = False,
+                    **cutoffs: float):
+    """``potential`` (a model, Potential or Committee) plus D3(BJ) dispersion, evaluated in
+    one autograd pass (``ase_mpnn.addons.WithAddOns``); ``cutoffs`` as D3Dispersion's."""
+    from ..addons import WithAddOns
+    from ..potential import as_potential
+
+    return WithAddOns(as_potential(potential), [D3Dispersion(functional, three_body, **cutoffs)])
