@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 from torch import nn
 
+from . import keys
 from .graph import Graph
 from .potential import EnergyTerm
 
@@ -59,6 +60,12 @@ class WithAddOns(nn.Module):
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self._modules["base"], name)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The base's outputs but per-atom stresses: those split the model's edges' virial
+        and would leave the add-ons' out."""
+        return tuple(k for k in self.base.outputs if k != keys.ATOMIC_STRESSES)
 
     def energy_terms(self) -> list[EnergyTerm]:
         """The base's energy terms, each with the add-ons' energies added."""

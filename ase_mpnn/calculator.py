@@ -145,14 +145,14 @@ class MPNNCalculator(Calculator):
         self.device, self.dtype = resolve_device(self.parameters["device"]), \
             resolve_dtype(self.parameters["dtype"])
         self.potential = loaded.potential
-        # a committee adds its spread (energy_std, forces_std, ...) to what can be asked
-        self.implemented_properties = ase_properties(self.potential.outputs)
         if self.parameters["compile"]:
             self.potential = self.potential.with_compiled_model()
         dispersion = _resolve_dispersion(self.parameters["dispersion"],
                                          getattr(self.potential, "manifest", None))
         if dispersion:
             self.potential = with_dispersion(self.potential, **dispersion)
+        # a committee adds its spread (energy_std, forces_std, ...) to what can be asked
+        self.implemented_properties = ase_properties(self.potential.outputs)
         self.parameters["model"] = loaded.name
         self.provenance = {
             "architecture": self.potential.architecture,

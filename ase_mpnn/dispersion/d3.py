@@ -105,7 +105,8 @@ class D3Dispersion:
         if self.three_body and self.parameters.s9 != 0:
             from .atm import atm_energies
 
-            energies = energies + atm_energies(pairs, minimum, trans, numbers, c6,
+            energies = energies + atm_energies(pairs, minimum, trans, numbers,
+                                               graph[keys.N_ATOMS], c6,
                                                self.three_body_cutoff, self.parameters)
         return energies
 

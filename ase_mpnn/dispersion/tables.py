@@ -41,12 +41,14 @@ class D3Tables(NamedTuple):
         cn: (104, 7) reference coordination numbers, -1 where a reference is missing.
         rcov: (104,) covalent radii (4/3 of Pyykko's, as D3 uses), Angstrom.
         r4r2: (104,) sqrt(0.5 <r^4>/<r^2> sqrt(Z)), Angstrom (C8 = 3 C6 r4r2_A r4r2_B).
+        rvdw: (104, 104) D3 pair van der Waals radii (the three-body damping's), Angstrom.
     """
 
     c6: torch.Tensor
     cn: torch.Tensor
     rcov: torch.Tensor
     r4r2: torch.Tensor
+    rvdw: torch.Tensor
 
 
 class D3Parameters(NamedTuple):
@@ -87,6 +89,7 @@ def _tables_float64() -> D3Tables:
         cn=ref.cn.clone(),
         rcov=radii.COV_D3(dtype=torch.float64)[:n] * Bohr,
         r4r2=tad.data.R4R2(dtype=torch.float64)[:n] * Bohr,
+        rvdw=radii.VDW_PAIRWISE(dtype=torch.float64)[:n, :n] * Bohr,
     )
 
 
