@@ -6,10 +6,11 @@
 
 with C9 = s9 sqrt(C6_ij C6_ik C6_jk) in atomic units (sqrt(C6 C6 C6 / E_h) in eV, E_h the
 Hartree energy), over every triangle of atoms (periodic images included) whose three
-sides are within the three-body cutoff, each triangle once, a third of its energy to each corner. Triangles are
-enumerated from the directed pair list: two neighbours j + T_j, k + T_k of one atom i
-close a triangle when |r_k - r_j| is within the cutoff; anchored at each of its corners a
-triangle appears three times, so each anchored triangle carries a third.
+sides are within the three-body cutoff, each triangle once, a third of its energy to
+each corner. Triangles are enumerated from the directed pair list: two neighbours
+j + T_j, k + T_k of one atom i close a triangle when |r_k - r_j| is within the cutoff;
+anchored at each of its corners a triangle appears three times, so each anchored
+triangle carries a third.
 
 The cost grows as (neighbours within 21 A)^2 per atom: fine for molecules and small cells,
 heavy for large cells (simple-dftd3 itself took ten minutes for 1372 Cu atoms).
