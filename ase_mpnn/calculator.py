@@ -6,7 +6,8 @@ stresses are added when asked for. The calculator reads only ``species``, ``cuto
 the potential's outputs: it never branches on the architecture.
 
 Its ``parameters`` are its settings, as in every ASE calculator: ``model`` (the name or
-path it was given), ``device``, ``dtype``, ``min_distance``, ``skin`` and ``compile``.
+path it was given), ``device``, ``dtype``, ``min_distance``, ``skin``, ``compile`` and
+``dispersion`` (D3(BJ) added to the model in the same autograd pass).
 ``calc.set(skin=0.3)`` changes one (and clears the results); an unknown name raises a
 TypeError listing the valid ones. What the model is (architecture, manifest hash, cutoff,
 species, package version) is ``calc.provenance``; ``todict()`` adds it to the parameters,
@@ -28,6 +29,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from . import keys
 from ._version import __version__
 from .batch.evaluate import MAX_ATOMS, evaluate
+from .dispersion import d3bj_parameters, with_dispersion
 from .errors import ModelFileError
 from .graph import MIN_DISTANCE, SkinNeighborList, collate, to_atoms
 from .loading import DEFAULT_DTYPE, ModelSource, dtype_name, load, resolve_device, resolve_dtype
@@ -70,6 +72,12 @@ class MPNNCalculator(Calculator):
         compile: run the model through ``torch.compile`` (Potential.with_compiled_model):
             faster per call after a one-off compilation of tens of seconds, for long runs
             on one system; forces and stress still come from autograd outside the model.
+        dispersion: D3(BJ) dispersion added to the model's energy, forces and stress (one
+            autograd pass; ``ase_mpnn.dispersion``): a functional name ("pbe"), a dict
+            {"functional": "pbe", "three_body": True}, False (or None) for none, or "auto"
+            (the default): what the model file records under "dispersion" in its manifest
+            with "subtracted": true (a model trained on D3-subtracted labels gets D3 back),
+            else none.
         **kwargs: ASE's own Calculator keywords (label, directory, atoms, restart); any
             other name raises a TypeError.
 
@@ -83,9 +91,9 @@ class MPNNCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
     default_parameters = {"device": "auto", "dtype": DEFAULT_DTYPE, "min_distance": MIN_DISTANCE,
-                          "skin": DEFAULT_SKIN, "compile": False}
+                          "skin": DEFAULT_SKIN, "compile": False, "dispersion": "auto"}
     #: settings that need the model loaded again when they change
-    _RELOAD = ("device", "dtype", "compile")
+    _RELOAD = ("device", "dtype", "compile", "dispersion")
 
     def __init__(
         self,
@@ -95,6 +103,7 @@ class MPNNCalculator(Calculator):
         min_distance: float = MIN_DISTANCE,
         skin: float = DEFAULT_SKIN,
         compile: bool = False,  # noqa: A002 (the switch's name across the peers)
+        dispersion: str | dict | bool | None = "auto",
         **kwargs: Any,
     ):
         unknown = sorted(set(kwargs) - set(_ASE_KEYWORDS))
@@ -103,12 +112,13 @@ class MPNNCalculator(Calculator):
         self._lock = threading.RLock()
         super().__init__(**kwargs)
         self.set(model=model, device=device, dtype=dtype, min_distance=min_distance, skin=skin,
-                 compile=compile)
+                 compile=compile, dispersion=dispersion)
 
     # -- settings ------------------------------------------------------------------------
     def set(self, **kwargs: Any) -> dict[str, Any]:
         """Change settings (``model``, ``device``, ``dtype``, ``min_distance``, ``skin``,
-        ``compile``); returns the changed ones and clears the results if any changed."""
+        ``compile``, ``dispersion``); returns the changed ones and clears the results if any
+        changed."""
         unknown = sorted(set(kwargs) - set(self.default_parameters) - {"model"})
         if unknown:
             raise TypeError(_unknown_options(unknown))
@@ -135,10 +145,14 @@ class MPNNCalculator(Calculator):
         self.device, self.dtype = resolve_device(self.parameters["device"]), \
             resolve_dtype(self.parameters["dtype"])
         self.potential = loaded.potential
-        # a committee adds its spread (energy_std, forces_std, ...) to what can be asked
-        self.implemented_properties = ase_properties(self.potential.outputs)
         if self.parameters["compile"]:
             self.potential = self.potential.with_compiled_model()
+        dispersion = _resolve_dispersion(self.parameters["dispersion"],
+                                         getattr(self.potential, "manifest", None))
+        if dispersion:
+            self.potential = with_dispersion(self.potential, **dispersion)
+        # a committee adds its spread (energy_std, forces_std, ...) to what can be asked
+        self.implemented_properties = ase_properties(self.potential.outputs)
         self.parameters["model"] = loaded.name
         self.provenance = {
             "architecture": self.potential.architecture,
@@ -146,6 +160,7 @@ class MPNNCalculator(Calculator):
             "package": f"ase-mpnn {__version__}",
             "cutoff": self.potential.cutoff,
             "species": list(self.potential.species),
+            "dispersion_added": dispersion or None,
         }
 
     @property
@@ -252,6 +267,8 @@ def _normalized(name: str, value: Any) -> Any:
         return dtype_name(value)
     if name == "compile":
         return bool(value)
+    if name == "dispersion":
+        return normalized_dispersion(value)
     try:
         distance = float(value)
     except (TypeError, ValueError):
@@ -268,6 +285,36 @@ def _atom_indices(indices: Sequence[int], n_atoms: int) -> np.ndarray:
         raise ValueError(f"indices must be atom indices of the {n_atoms} atoms, got "
                          f"{np.asarray(indices).tolist()}")
     return chosen % max(n_atoms, 1)
+
+
+def normalized_dispersion(value: Any) -> str | dict | bool:
+    """The ``dispersion`` setting in its JSON-safe form: False, "auto", or
+    {"functional": name, "three_body": bool} (the functional checked here)."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, str) and value == "auto":
+        return "auto"
+    if isinstance(value, str):
+        value = {"functional": value}
+    if not isinstance(value, dict) or "functional" not in value \
+            or set(value) - {"functional", "three_body"}:
+        raise ValueError("dispersion must be a functional name, {'functional': name, "
+                         f"'three_body': bool}}, 'auto' or False, got {value!r}")
+    parameters = d3bj_parameters(value["functional"])  # raises for an unknown name
+    return {"functional": parameters.functional,
+            "three_body": bool(value.get("three_body", False))}
+
+
+def _resolve_dispersion(setting: str | dict | bool, manifest: dict | None) -> dict | None:
+    """The D3 settings to add: the explicit ones, or for "auto" the model file's record
+    {"functional": ..., "subtracted": true} (trained on D3-subtracted labels)."""
+    if setting != "auto":
+        return setting or None
+    record = (manifest or {}).get("dispersion")
+    if isinstance(record, dict) and record.get("subtracted"):
+        return normalized_dispersion({k: v for k, v in record.items()
+                                      if k in ("functional", "three_body")})
+    return None
 
 
 def _unknown_options(names: Sequence[str]) -> str:

@@ -21,6 +21,7 @@ from typing import NamedTuple, Sequence, Union
 
 import torch
 
+from .addons import WithAddOns
 from .committee import Committee
 from .errors import ModelFileError
 from .modelfile import model_to_bytes, potential_from_bytes, read_file_bytes, save_model
@@ -190,7 +191,7 @@ def potential_for(source: ModelSource, device: str | torch.device | None = None,
     """The potential batch code runs: a Potential already on the requested device and
     dtype (None: any) is used as it is, sharing its weights (``MPNNCalculator.potential``);
     any other source goes through ``load_potential`` ("auto" and DEFAULT_DTYPE for None)."""
-    if isinstance(source, (Potential, Committee)):
+    if isinstance(source, (Potential, Committee, WithAddOns)):
         weights = next(source.parameters())
         if ((device is None or resolve_device(device) == weights.device)
                 and (dtype is None or resolve_dtype(dtype) == weights.dtype)):

@@ -53,7 +53,10 @@ def _per_species(value: float | Sequence[float] | torch.Tensor, n: int, name: st
 
 
 def edge_geometry(graph: Graph, positions: torch.Tensor, cell: torch.Tensor) -> Graph:
-    """Add EDGE_VECTORS r_ij = x_j - x_i + S @ cell and EDGE_LENGTHS |r_ij| to the graph.
+    """Add EDGE_VECTORS r_ij = x_j - x_i + S @ cell and EDGE_LENGTHS |r_ij| to the graph,
+    and set its POSITIONS and CELL to the ones given (the strained ones inside the autograd
+    pass: an add-on energy term with its own pairs, e.g. D3 dispersion, derives its vectors
+    from them, so its forces and stress come out of the same backward).
 
     Args:
         graph: batched graph (needs EDGE_INDEX, CELL_SHIFTS, BATCH).
@@ -69,6 +72,7 @@ def edge_geometry(graph: Graph, positions: torch.Tensor, cell: torch.Tensor) -> 
     # index_select: its backward is a fast index_add_, unlike advanced indexing's index_put_
     vectors = positions.index_select(0, neighbors) - positions.index_select(0, centers) + offsets
     graph = dict(graph)
+    graph[keys.POSITIONS], graph[keys.CELL] = positions, cell
     graph[keys.EDGE_VECTORS] = vectors
     graph[keys.EDGE_LENGTHS] = torch.linalg.vector_norm(vectors, dim=-1)
     return graph

@@ -74,6 +74,8 @@ def _committee_results(part: dict[str, np.ndarray], periodic: bool) -> dict[str,
 def ase_properties(outputs: Sequence[str]) -> list[str]:
     """The ASE results a potential with these output keys can give."""
     names = list(RESULT_PROPERTIES)
+    if keys.ATOMIC_STRESSES not in outputs:  # e.g. a potential with add-on terms
+        names.remove("stresses")
     if keys.COMMITTEE_ENERGY in outputs:
         names += COMMITTEE_PROPERTIES
     return names

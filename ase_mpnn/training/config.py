@@ -145,6 +145,9 @@ class TrainConfig:
     stage_two_stress_weight: float | None = None
     stage_two_lr: float = 1e-3
     max_minutes: float | None = None  # stop (with a checkpoint) after this wall time
+    # D3(BJ) of this functional ("pbe", ...) is subtracted from the labels when read; the
+    # model file records it and MPNNCalculator adds D3 back (ase_mpnn.dispersion)
+    subtract_dispersion: str | None = None
     dtype: str = DEFAULT_DTYPE  # training precision, "float32" or "float64"
     seed: int = 0  # initial weights, batch order and (unless split_seed) the data split
     # the train/valid/test split's seed (None: seed); a committee's members share it
@@ -165,6 +168,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_option_values(self)
         self.label_keys()  # raises ValueError for contradicting keys
+        if self.subtract_dispersion is not None:
+            from ..dispersion import d3bj_parameters
+
+            d3bj_parameters(self.subtract_dispersion)  # ValueError naming valid functionals
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler = {self.scheduler!r}: choose one of {SCHEDULERS}")
         if not 0 <= self.lr_final_factor <= 1:

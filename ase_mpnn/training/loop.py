@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..dispersion.labels import subtract_dispersion
 from ..loading import load_model
 from ..models import architecture_class, build_model
 from ..potential import Potential
@@ -111,8 +112,12 @@ def _load_splits(config: TrainConfig, read: dict[str, list[Sample]] | None = Non
     def load(paths) -> list[Sample]:
         paths = [str(p) for p in as_paths(paths)]
         if read is not None and all(p in read for p in paths):
-            return [s for p in paths for s in read[p]]
-        return read_samples(paths, keys, require_forces=False)
+            samples = [s for p in paths for s in read[p]]
+        else:
+            samples = read_samples(paths, keys, require_forces=False)
+        if config.subtract_dispersion:  # the model learns the labels minus D3(BJ)
+            samples = subtract_dispersion(samples, config.subtract_dispersion)
+        return samples
 
     isolated: list[Sample] = []
 

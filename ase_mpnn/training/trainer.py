@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..dispersion.labels import dispersion_record
 from ..errors import ASEMPNNError
 from ..modelfile import atomic_write_bytes, save_model
 from ..potential import Potential
@@ -265,7 +266,8 @@ class Trainer:
         if row["valid_loss"] < self.state.best or not best_file.exists():
             if row["valid_loss"] < self.state.best:
                 self.state.best, self.state.bad_epochs = row["valid_loss"], 0
-            save_model(self.ema.shadow, best_file, training=_provenance(self.config, row))
+            save_model(self.ema.shadow, best_file, training=_provenance(self.config, row),
+                       **_dispersion_entry(self.config))
         else:
             self.state.bad_epochs += 1
 
@@ -333,6 +335,13 @@ class Trainer:
         lr = first * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress)))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+
+
+def _dispersion_entry(config: TrainConfig) -> dict:
+    """{"dispersion": record} for a model trained on D3-subtracted labels, else {}."""
+    if not config.subtract_dispersion:
+        return {}
+    return {"dispersion": dispersion_record(config.subtract_dispersion)}
 
 
 def _provenance(config: TrainConfig, row: dict) -> dict:
