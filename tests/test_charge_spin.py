@@ -185,3 +185,21 @@ def test_a_committee_takes_what_every_member_takes():
     assert committee.global_inputs == ()
     with pytest.raises(UnsupportedInputError):
         evaluate(with_state(small_molecule(SPECIES), 1), committee)
+
+
+# --- the built-in model ----------------------------------------------------------------
+@pytest.mark.slow
+def test_the_builtin_charge_model_predicts_xtb_ionisation_energies_of_new_geometries():
+    """benchmarks/charge_xtb.py on 45 held-out geometries (seed 2; training used seed 0)."""
+    pytest.importorskip("tblite", reason="the xTB labels need tblite")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import charge_xtb
+
+    result = charge_xtb.ionisation_errors("xtb-chno-schnet-charge", charge_xtb.MOLECULES, 45,
+                                          seed=2)
+    rows = charge_xtb.summarise(result)
+    assert rows["all"]["n"] == 45 and rows["all"]["mean_xtb_ip"] > 10.0
+    assert rows["all"]["mae"] <= charge_xtb.MAX_IP_MAE and rows["all"]["max"] < 0.3
