@@ -16,7 +16,14 @@ from ase_mpnn.graph import build_graph
 from ase_mpnn.graph.charge_spin import GlobalState, read_global_state
 from ase_mpnn.models.presets import SMALL, build_preset
 from ase_mpnn.testing import rattled_triclinic_cell, scale_to_force_rms, small_molecule
-from ase_mpnn.training.samples import DataError, check_global_inputs_taken, parse_frame
+from ase_mpnn.training.datacheck import check_data, format_report
+from ase_mpnn.training.samples import (
+    DataError,
+    check_global_inputs_taken,
+    fit_reference_energies,
+    parse_frame,
+    read_samples,
+)
 
 from .conftest import SPECIES, make_potential
 
@@ -96,6 +103,26 @@ def test_training_frames_keep_their_charge_and_report_bad_ones():
     check_global_inputs_taken([sample], ("charge", "spin"))
 
 
+def test_check_data_counts_states_and_one_geometry_at_two_charges_is_no_duplicate(tmp_path):
+    from ase.io import write
+
+    frames = []
+    for k, (charge, energy) in enumerate([(0, -10.0), (1, 5.0), (0, -10.1), (1, 5.1)]):
+        frame = with_state(molecule("H2O"), charge)
+        frame.positions[0, 0] += 0.01 * (k // 2)  # two geometries, each at charge 0 and +1
+        frame.info["REF_energy"] = energy
+        frames.append(frame)
+    write(tmp_path / "ions.extxyz", frames)
+    report = check_data(tmp_path / "ions.extxyz")
+    assert report.ok and report.duplicates == []
+    assert report.global_states == {"+0/1": 2, "+1/2": 2}
+    assert "charge/multiplicity  +0/1 2, +1/2 2" in format_report(report)
+    # E0 from the neutral frames only: the cation's 15 eV is left to the embedding
+    e0 = fit_reference_energies(read_samples(tmp_path / "ions.extxyz", require_forces=False),
+                                ["H", "O"], fixed={"H": 0.0})
+    assert e0["O"] == pytest.approx(-10.05)
+
+
 # --- models without the inputs ---------------------------------------------------------
 def test_a_model_without_the_inputs_refuses_a_charge_and_accepts_the_neutral_singlet(potential):
     assert potential.global_inputs == ()
@@ -169,7 +196,8 @@ def test_the_calculator_recomputes_when_the_charge_changes():
     atoms = small_molecule(SPECIES)
     atoms.calc = calc
     neutral = atoms.get_potential_energy()
-    atoms.info.update(charge=1, spin=1 + (int(atoms.numbers.sum()) - 1) % 2)
+    assert atoms.numbers.sum() % 2 == 0
+    atoms.info.update(charge=2, spin=1)  # only the charge differs from the default
     cation = atoms.get_potential_energy()  # the same positions: ASE alone would not notice
     assert cation != neutral
     assert calc.neighbors.reuses == 1  # the stored list was reused, the charge read afresh
