@@ -137,6 +137,9 @@ def test_a_model_without_the_inputs_refuses_a_charge_and_accepts_the_neutral_sin
         calc.get_potential_energy(with_state(atoms, 0, 3))
     with pytest.raises(UnsupportedInputError):
         evaluate([atoms, with_state(atoms, 2)], potential)
+    stored = evaluate([atoms, with_state(atoms, 2)], potential, errors="store")
+    assert stored[0]["energy"] == pytest.approx(energy, abs=1e-4)
+    assert stored[1]["error"].startswith("UnsupportedInputError: this SchNet model takes no")
 
 
 def test_a_model_with_charge_only_refuses_a_spin():

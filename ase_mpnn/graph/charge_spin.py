@@ -131,17 +131,29 @@ def global_input(graph: Mapping[str, torch.Tensor], key: str, like: torch.Tensor
     return torch.full((n_graphs,), DEFAULTS[key], dtype=like.dtype, device=like.device)
 
 
+def _unsupported(name: str, values: Sequence[float], model: str) -> UnsupportedInputError:
+    default = DEFAULTS[GLOBAL_INPUTS[name]]
+    shown = sorted({int(v) for v in values if v != default})
+    what = "total charge" if name == "charge" else "spin multiplicity"
+    return UnsupportedInputError(
+        f"{model} takes no {what} input (it was trained without global_inputs {name!r}) "
+        f"but the structure sets {what} {shown}; use a model trained with it, or a {what} "
+        f"of {int(default)}")
+
+
 def check_inputs_taken(graph: Mapping[str, torch.Tensor], takes: Sequence[str],
                        model: str = "this model") -> None:
     """Raise UnsupportedInputError when ``graph`` sets a charge or spin that a model taking
     only ``takes`` (names in GLOBAL_INPUTS) would ignore."""
     for name, key in GLOBAL_INPUTS.items():
         if key in graph and name not in takes:
-            values = graph[key].detach().cpu().tolist()
-            default = DEFAULTS[key]
-            shown = sorted({int(v) for v in values if v != default})
-            what = "total charge" if name == "charge" else "spin multiplicity"
-            raise UnsupportedInputError(
-                f"{model} takes no {what} input (it was trained without global_inputs "
-                f"{name!r}) but the structure sets {what} {shown}; use a model trained "
-                f"with it, or a {what} of {int(default)}")
+            raise _unsupported(name, graph[key].detach().cpu().tolist(), model)
+
+
+def check_state_taken(state: GlobalState, takes: Sequence[str], model: str = "this model"
+                      ) -> None:
+    """``check_inputs_taken`` for one structure's state, before any graph is built."""
+    values = {"charge": float(state.charge), "spin": float(state.multiplicity)}
+    for name, key in GLOBAL_INPUTS.items():
+        if values[name] != DEFAULTS[key] and name not in takes:
+            raise _unsupported(name, [values[name]], model)
