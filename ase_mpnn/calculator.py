@@ -17,7 +17,6 @@ so ase.db rows and trajectories record which model made each result.
 from __future__ import annotations
 
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,6 +31,7 @@ from .batch.evaluate import MAX_ATOMS, evaluate
 from .dispersion import d3bj_parameters, with_dispersion
 from .errors import ModelFileError
 from .graph import MIN_DISTANCE, SkinNeighborList, collate, to_atoms
+from .graph.charge_spin import CHARGE_ALIASES, MULTIPLICITY_ALIASES
 from .loading import DEFAULT_DTYPE, ModelSource, dtype_name, load, resolve_device, resolve_dtype
 from .results import ase_properties, to_ase_results
 
@@ -41,9 +41,8 @@ DEFAULT_SKIN = 0.5
 #: keywords ASE's Calculator itself takes
 _ASE_KEYWORDS = ("restart", "label", "atoms", "directory")
 
-#: Atoms.info entries (with their neutral value) that no model here reads: a structure
-#: that sets one to anything else gets a warning, as its result ignores it
-_UNUSED_INFO = {"charge": 0, "total_charge": 0, "spin": 0, "total_spin": 0, "multiplicity": 1}
+#: the Atoms.info entries a result depends on (a change means a new calculation)
+_STATE_INFO = (*CHARGE_ALIASES, *MULTIPLICITY_ALIASES)
 
 
 class MPNNCalculator(Calculator):
@@ -82,6 +81,13 @@ class MPNNCalculator(Calculator):
             other name raises a TypeError.
 
     Results are float64 numpy arrays in eV, eV/A and eV/A^3 (Voigt xx yy zz yz xz xy).
+
+    Total charge and spin: ``atoms.info["charge"]`` (alias ``total_charge``) and
+    ``atoms.info["spin"]``, the multiplicity 2S + 1 (aliases ``total_spin``,
+    ``multiplicity``), as FAIRChem and mace-torch read them (``ase_mpnn.graph.charge_spin``).
+    A model trained with them (``calc.potential.global_inputs``) uses them; any other
+    model raises UnsupportedInputError for a charge other than 0 or a multiplicity other
+    than 1. Changing them in ``atoms.info`` triggers a new calculation.
 
     Every call checks its structure (elements, finite coordinates, cell, atoms closer than
     ``min_distance``), whether or not the neighbour list is reused. One calculator may be
@@ -203,7 +209,6 @@ class MPNNCalculator(Calculator):
                    system_changes: Sequence[str]) -> None:
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        _warn_unused_info(atoms)
         periodic = bool(atoms.pbc.all())
         for name in ("stress", "stresses"):
             if name in properties and not periodic:
@@ -240,11 +245,18 @@ class MPNNCalculator(Calculator):
                     raise ValueError("get_hessian needs atoms: none given and none calculated")
                 atoms = self.atoms
             atoms = to_atoms(atoms)
-            _warn_unused_info(atoms)
             if indices is not None:
                 indices = _atom_indices(indices, len(atoms))
             hessian = self.potential.hessian(self._graph(atoms), atoms=indices)
         return hessian.cpu().numpy().astype(np.float64)
+
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's changes since the last calculation, plus "info" when the charge or spin
+        entries of ``atoms.info`` changed (ASE itself does not compare info)."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and _state_info(atoms) != _state_info(self.atoms):
+            changes.append("info")
+        return changes
 
     def calculate_batch(self, structures: Sequence[Atoms], *, max_atoms: int | None = None,
                         errors: str = "raise", progress: bool = False) -> list[dict[str, Any]]:
@@ -337,14 +349,9 @@ def _portable_source(source: Any) -> str | list[str]:
     return str(path.resolve()) if path.is_file() else str(source)
 
 
-def _warn_unused_info(atoms: Atoms) -> None:
-    """Warn when ``atoms.info`` sets a charge or spin: no model here reads them."""
-    for key, neutral in _UNUSED_INFO.items():
-        value = atoms.info.get(key)
-        if value is not None and not np.array_equal(value, neutral):
-            warnings.warn(f"atoms.info[{key!r}] = {value!r} is ignored: this model has no "
-                          f"{key.split('_')[-1]} input, so the result is that of the "
-                          "structure as given", UserWarning, stacklevel=4)
+def _state_info(atoms: Atoms) -> list[str]:
+    """The charge and spin entries of ``atoms.info``, comparable with ==."""
+    return [repr(np.asarray(atoms.info.get(key)).tolist()) for key in _STATE_INFO]
 
 
 def _rebuild_calculator(source: str | bytes, settings: dict[str, Any],

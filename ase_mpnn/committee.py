@@ -93,6 +93,12 @@ class Committee(nn.Module):
         return f"committee of {len(self.members)} {'+'.join(names)}"
 
     @property
+    def global_inputs(self) -> tuple[str, ...]:
+        """The structure-wide inputs (charge, spin) that every member takes."""
+        return tuple(name for name in self.members[0].global_inputs
+                     if all(name in m.global_inputs for m in self.members))
+
+    @property
     def outputs(self) -> tuple[str, ...]:
         """The graph keys forward can return."""
         return (*self.members[0].outputs, *MEMBER_KEYS.values(), keys.ENERGY_STD,

@@ -31,3 +31,13 @@ class UnknownArchitectureError(ASEMPNNError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class InvalidChargeSpinError(InvalidStructureError):
+    """``atoms.info`` gives a total charge or spin multiplicity that is not an integer, is
+    out of range, contradicts another alias, or does not fit the electron count."""
+
+
+class UnsupportedInputError(ASEMPNNError, ValueError):
+    """The structure sets an input (a total charge, a spin multiplicity) that the model was
+    not trained to take."""

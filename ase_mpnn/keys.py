@@ -52,6 +52,11 @@ CELL_SHIFTS = register("cell_shifts", "edge", "(n_edges, 3) float",
                        "integer lattice translations S of j")
 BATCH = register("batch", "node", "(n_atoms,) int64", "index of the structure of each atom")
 N_ATOMS = register("n_atoms", "graph", "(n_graphs,) int64", "atoms per structure")
+# the global electronic state, read from atoms.info (ase_mpnn.graph.charge_spin); a batch
+# carries each only when some structure differs from the default (charge 0, singlet)
+TOTAL_CHARGE = register("total_charge", "graph", "(n_graphs,) float", "e, integer-valued")
+SPIN_MULTIPLICITY = register("spin_multiplicity", "graph", "(n_graphs,) float",
+                             "2S + 1, integer-valued >= 1")
 # only when the list was built beyond the model's cutoff (Verlet skin); the potential then
 # drops the pairs beyond the cutoff
 LIST_CUTOFF = register("list_cutoff", "batch", "() float", "Angstrom")

@@ -37,6 +37,7 @@ from torch import nn
 
 from . import keys
 from .graph import Graph
+from .graph.charge_spin import check_inputs_taken
 from .models.base import AtomisticModel
 from .nn import scatter_sum
 from .repulsion import ZBL
@@ -207,6 +208,12 @@ class Potential(nn.Module):
         return self.model.architecture
 
     @property
+    def global_inputs(self) -> tuple[str, ...]:
+        """Structure-wide inputs the model takes from atoms.info: a subset of ("charge",
+        "spin"). A graph that sets one it does not take raises UnsupportedInputError."""
+        return self.model.global_inputs
+
+    @property
     def outputs(self) -> tuple[str, ...]:
         """The graph keys forward can return."""
         return (keys.ENERGY, keys.ATOMIC_ENERGIES, keys.FORCES, keys.STRESS,
@@ -257,7 +264,12 @@ class Potential(nn.Module):
         return twin
 
     def per_atom_energies(self, graph: Graph) -> torch.Tensor:
-        """E_i (n_atoms,) in eV for a graph that already carries edge geometry."""
+        """E_i (n_atoms,) in eV for a graph that already carries edge geometry.
+
+        A graph with a total charge or spin multiplicity the model does not take raises
+        UnsupportedInputError (a charge-blind model would silently give the neutral
+        singlet's energy)."""
+        check_inputs_taken(graph, self.model.global_inputs, f"this {self.architecture} model")
         species = graph[keys.SPECIES]
         e_iso = self.isolated_atom_outputs(graph[keys.POSITIONS])
         model = self.__dict__.get("_model_call", self.model)

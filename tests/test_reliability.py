@@ -19,7 +19,12 @@ from ase.build import bulk
 
 from ase_mpnn import MPNNCalculator, save_model
 from ase_mpnn.batch import evaluate
-from ase_mpnn.errors import InvalidStructureError, ModelFileError, UnknownElementError
+from ase_mpnn.errors import (
+    InvalidStructureError,
+    ModelFileError,
+    UnknownElementError,
+    UnsupportedInputError,
+)
 from ase_mpnn.graph import neighbor_list
 from ase_mpnn.graph.neighbors import MAX_PAIRS, expected_pairs
 from ase_mpnn.simulate import relax
@@ -246,14 +251,15 @@ def test_a_skin_beyond_the_cutoff_is_refused(potential, skin):
     assert calc.parameters["skin"] == 0.5  # unchanged
 
 
-@pytest.mark.parametrize("key, value", [("charge", 1), ("spin", 2), ("multiplicity", 3)])
-def test_charge_and_spin_the_model_cannot_use_give_a_warning(calc, key, value):
-    atoms = cu_fcc()
-    atoms.info[key] = value
-    with pytest.warns(UserWarning, match=f"info\\['{key}'\\].*ignored"):
+@pytest.mark.parametrize("info", [{"charge": 2}, {"total_charge": -2}, {"spin": 3},
+                                  {"multiplicity": 3}, {"charge": 1, "total_spin": 2}])
+def test_charge_and_spin_the_model_cannot_use_are_refused(calc, info):
+    atoms = cu_fcc()  # 116 electrons: an even count, odd multiplicities
+    atoms.info.update(info)
+    with pytest.raises(UnsupportedInputError, match="takes no (total charge|spin multi)"):
         calc.get_potential_energy(atoms)
     neutral = cu_fcc()
-    neutral.info.update(charge=0, multiplicity=1)
+    neutral.info.update(charge=0, multiplicity=1, total_spin=1, spin=0)  # spin 0: not given
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         calc.get_potential_energy(neutral)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ..errors import ASEMPNNError
 from ..graph import MIN_DISTANCE, Structure, collate, make_structure
+from ..graph.charge_spin import GlobalState, check_state_taken
 from ..graph.structure import is_one_structure
 from ..loading import ModelSource, potential_for
 from ..potential import Potential
@@ -77,12 +78,17 @@ def evaluate_records(potential: Potential, records: Sequence[Structure]) -> list
 def prepare(structures: Sequence[Any], potential: Potential, min_distance: float,
             errors: str) -> list[Structure | str]:
     """Checked record and neighbour list of each structure; with errors="store" a structure
-    that fails its checks gets its error message instead."""
+    that fails its checks (a charge or spin the model does not take among them) gets its
+    error message instead."""
     prepared: list[Structure | str] = []
+    takes = getattr(potential, "global_inputs", ())
     for structure in structures:
         try:
-            prepared.append(make_structure(structure, potential.cutoff, potential.species,
-                                           min_distance))
+            record = make_structure(structure, potential.cutoff, potential.species,
+                                    min_distance)
+            check_state_taken(GlobalState(record.charge, record.multiplicity), takes,
+                              f"this {potential.architecture} model")
+            prepared.append(record)
         except (ASEMPNNError, ValueError, TypeError) as exc:
             if errors == "raise":
                 raise

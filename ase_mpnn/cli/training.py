@@ -172,8 +172,11 @@ def _make_data(args: argparse.Namespace) -> int:
     if args.reference == "xtb":
         from ..training.xtb_data import xtb_dataset
 
-        path = xtb_dataset(args.molecules, args.n, args.output, seed=args.seed)
-        print(f"wrote {args.n} GFN2-xTB-labelled frames of {', '.join(args.molecules)} to {path}")
+        path = xtb_dataset(args.molecules, args.n, args.output, seed=args.seed,
+                           charges=args.charges)
+        each = f" at charges {args.charges}" if args.charges else ""
+        print(f"wrote {args.n} GFN2-xTB-labelled geometries{each} of "
+              f"{', '.join(args.molecules)} to {path}")
         return 0
     from ..training.emt_data import emt_dataset
 
@@ -275,6 +278,9 @@ def add_commands(commands) -> None:
     make_data.add_argument("--elements", nargs="+", default=["Cu", "Ni"], help="EMT metals")
     make_data.add_argument("--molecules", nargs="+", default=["ethanol"],
                            help="xTB molecules: ethanol, aspirin, any ASE G2 name or a file")
+    make_data.add_argument("--charges", nargs="+", type=int, metavar="Q",
+                           help="xTB: label each geometry at these total charges (e.g. 0 1 -1), "
+                                "lowest spin state, with info charge and spin")
     make_data.add_argument("-n", type=integer(1), default=400, help="number of structures")
     make_data.add_argument("--seed", type=integer(0), default=0)
     make_data.add_argument("-o", "--output", required=True, help="extxyz file to write")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import keys
+from .charge_spin import GlobalState, global_state_tensors
 from .neighbors import wrap_into_cell
 from .structure import MIN_DISTANCE, Structure, is_single_structure, make_structure
 
@@ -73,6 +74,7 @@ def collate(
 
     float_kw = {"dtype": dtype, "device": device}
     int_kw = {"dtype": torch.int64, "device": device}
+    states = [GlobalState(r.charge, r.multiplicity) for r in records]
     return {
         keys.ATOMIC_NUMBERS: torch.as_tensor(cat("numbers"), **int_kw),
         keys.SPECIES: torch.as_tensor(cat("species"), **int_kw),
@@ -84,6 +86,8 @@ def collate(
         keys.BATCH: torch.repeat_interleave(torch.arange(len(records), device=device),
                                             torch.as_tensor(counts, device=device)),
         keys.N_ATOMS: torch.as_tensor(counts, **int_kw),
+        # TOTAL_CHARGE, SPIN_MULTIPLICITY: only when some structure is charged / not singlet
+        **global_state_tensors(states, dtype, device),
     }
 
 

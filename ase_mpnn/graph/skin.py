@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
+from .charge_spin import read_global_state
 from .structure import (
     MIN_DISTANCE,
     Structure,
@@ -62,7 +63,11 @@ class SkinNeighborList:
             if not np.array_equal(cell, self._reference.cell):  # new cells are checked;
                 check_geometry(positions, cell, np.asarray(atoms.pbc, dtype=bool))
             # NaN positions never get here (_still_complete returns False for them)
-            reused = self._reference._replace(positions=positions.reshape(-1, 3), cell=cell)
+            # the charge and spin are read afresh: atoms.info may have changed since
+            state = read_global_state(atoms.info, atoms.numbers)
+            reused = self._reference._replace(positions=positions.reshape(-1, 3), cell=cell,
+                                              charge=state.charge,
+                                              multiplicity=state.multiplicity)
             # the list holds every pair within cutoff + skin, so every close pair
             check_edge_lengths(reused.positions, cell, reused.edges, reused.shifts,
                                self.min_distance)

@@ -16,6 +16,7 @@ from ase.data import atomic_numbers as _ATOMIC_NUMBERS
 from ase.data import chemical_symbols
 
 from ..errors import InvalidStructureError, UnknownElementError
+from .charge_spin import read_global_state
 from .neighbors import NeighborList, neighbor_list
 
 #: two atoms closer than this (Angstrom) are taken to be an input error
@@ -132,6 +133,8 @@ class Structure(NamedTuple):
         pbc: (3,) bool periodicity.
         edges: (2, n_edges) int64 centre i and neighbour j of each pair, sorted by i.
         shifts: (n_edges, 3) int64 lattice translation S of j.
+        charge: total charge, e (``atoms.info["charge"]``; ``graph.charge_spin``).
+        multiplicity: spin multiplicity 2S + 1 (``atoms.info["spin"]``).
     """
 
     numbers: np.ndarray
@@ -141,6 +144,8 @@ class Structure(NamedTuple):
     pbc: np.ndarray
     edges: np.ndarray
     shifts: np.ndarray
+    charge: int = 0
+    multiplicity: int = 1
 
     @property
     def n_atoms(self) -> int:
@@ -157,7 +162,8 @@ class Structure(NamedTuple):
 
     def copy(self) -> "Structure":
         """A record owning its arrays (those of ``make_structure`` may share an Atoms')."""
-        return Structure(*(np.array(value, copy=True) for value in self))
+        arrays = (np.array(value, copy=True) for value in self[:7])
+        return Structure(*arrays, self.charge, self.multiplicity)
 
 
 def make_structure(
@@ -165,13 +171,17 @@ def make_structure(
 ) -> Structure:
     """Check ``atoms`` (ase.Atoms or pymatgen) and build its neighbour list at ``cutoff``.
 
-    Raises UnknownElementError or InvalidStructureError naming the problem.
+    The total charge and spin multiplicity come from ``atoms.info``
+    (``graph.charge_spin.read_global_state``: charge/total_charge, spin/total_spin/
+    multiplicity). Raises UnknownElementError or InvalidStructureError (its subclass
+    InvalidChargeSpinError for the charge and spin) naming the problem.
     """
     atoms = to_atoms(atoms)
     positions = np.asarray(atoms.positions, dtype=np.float64).reshape(-1, 3)
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
     pbc = np.asarray(atoms.pbc, dtype=bool)
     kinds = species_indices(atoms.numbers, species)
+    state = read_global_state(atoms.info, atoms.numbers)
     check_geometry(positions, cell, pbc)
     nl = neighbor_list(positions, cell, pbc, cutoff)
     check_min_distance(nl, min_distance)
@@ -183,4 +193,6 @@ def make_structure(
         pbc=pbc,
         edges=np.stack([nl.centers, nl.neighbors]),
         shifts=nl.shifts.reshape(-1, 3),
+        charge=state.charge,
+        multiplicity=state.multiplicity,
     )

@@ -62,6 +62,9 @@ class AtomisticModel(nn.Module):
 
     Subclasses set ``architecture`` (the name written into model files) and store their
     JSON-safe constructor arguments, other than species and cutoff, in ``self.hyperparameters``.
+    A model built with ``global_inputs=["charge", "spin"]`` records them there too (only
+    when not empty, so files of charge-blind models are unchanged) and adds
+    ``ase_mpnn.nn.global_state.GlobalStateEmbedding`` to its atoms' initial features.
     """
 
     architecture: ClassVar[str] = ""
@@ -79,6 +82,20 @@ class AtomisticModel(nn.Module):
         self.species: list[str] = species
         self.cutoff: float = float(cutoff)
         self.hyperparameters: dict[str, Any] = {}
+
+    @property
+    def global_inputs(self) -> tuple[str, ...]:
+        """The structure-wide inputs it takes: a subset of ("charge", "spin"), from
+        ``atoms.info`` (``ase_mpnn.graph.charge_spin``); empty for charge-blind models."""
+        return tuple(self.hyperparameters.get("global_inputs", ()))
+
+    def _record_global_inputs(self, global_inputs: Sequence[str] | None) -> None:
+        """Add the checked, non-empty ``global_inputs`` to ``self.hyperparameters``."""
+        from ..nn.global_state import check_global_inputs
+
+        names = check_global_inputs(global_inputs)
+        if names:
+            self.hyperparameters["global_inputs"] = names
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

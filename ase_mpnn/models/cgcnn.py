@@ -31,6 +31,7 @@ class CGCNN(MPNN):
         n_basis: Gaussians expanding each distance (CGCNN: 0.2 A spacing).
         envelope: "cosine" or "polynomial".
         activation: readout activation, "ssp" (softplus shifted to 0 at 0), "silu", "tanh".
+        global_inputs: "charge" and/or "spin" (see ``MPNN``).
     """
 
     architecture = "CGCNN"
@@ -44,11 +45,14 @@ class CGCNN(MPNN):
         n_basis: int = 25,
         envelope: str = "cosine",
         activation: str = "ssp",
+        global_inputs: Sequence[str] | None = None,
     ):
         super().__init__(
             species, cutoff, n_features=n_features, n_layers=n_layers, message="gated",
             aggregation="sum", update="cgcnn", edge_updates=False, n_basis=n_basis,
             radial_basis="gaussian", envelope=envelope, activation=activation,
+            global_inputs=global_inputs,
         )
         self.hyperparameters = dict(n_features=n_features, n_layers=n_layers, n_basis=n_basis,
                                     envelope=envelope, activation=activation)
+        self._record_global_inputs(global_inputs)

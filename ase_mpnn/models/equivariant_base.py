@@ -9,11 +9,14 @@ interaction layers then map (h, EdgeInputs) -> h; ``node_features`` runs them in
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
 from ..nn.e3nn_patches import ExactConstantsMixin
 from ..nn.equivariant import EdgeInputs, EdgeSphericalHarmonics, RadialEmbedding, edge_inputs
+from ..nn.global_state import GlobalStateEmbedding, make_global_embedding
 from .base import AtomisticModel
 
 
@@ -29,15 +32,21 @@ class EquivariantModel(ExactConstantsMixin, AtomisticModel):
     """
 
     embedding: nn.Embedding
+    global_embedding: GlobalStateEmbedding | None
     sh: EdgeSphericalHarmonics
     radial: RadialEmbedding
     layers: nn.ModuleList
 
-    def _build_embeddings(self, n_features: int, l_max: int, n_basis: int, p: int) -> None:
-        """The element embedding (n_features x 0e), the spherical harmonics of the edge
-        directions up to l_max, and the radial basis (n_basis Bessel functions, envelope
-        exponent p) of the edge lengths within the cutoff."""
+    def _build_embeddings(self, n_features: int, l_max: int, n_basis: int, p: int,
+                          global_inputs: Sequence[str] | None = None) -> None:
+        """The element embedding (n_features x 0e) plus, for ``global_inputs`` (charge,
+        spin), a scalar embedding of the total charge and multiplicity; the spherical
+        harmonics of the edge directions up to l_max, and the radial basis (n_basis Bessel
+        functions, envelope exponent p) of the edge lengths within the cutoff."""
         self.embedding = nn.Embedding(len(self.species), n_features)  # = Linear(one-hot)
+        self._record_global_inputs(global_inputs)
+        # even scalars (0e): adding them to the 0e embedding keeps every layer equivariant
+        self.global_embedding = make_global_embedding(global_inputs, n_features)
         self.sh = EdgeSphericalHarmonics(l_max)
         self.radial = RadialEmbedding(self.cutoff, n_basis, p)
 
@@ -49,6 +58,8 @@ class EquivariantModel(ExactConstantsMixin, AtomisticModel):
         """Features after each layer t: (n_atoms, layer_irreps[t].dim), equivariant."""
         inputs = self.edge_inputs(graph)
         h = self.embedding(inputs.species)
+        if self.global_embedding is not None:
+            h = h + self.global_embedding(graph, h)
         features = []
         for layer in self.layers:
             h = layer(h, inputs)

@@ -106,6 +106,8 @@ class MACE(EquivariantModel):
         radial_hidden, radial_layers: width and number of hidden layers of the radial MLPs.
         readout_hidden: hidden width of the last layer's readout MLP.
         avg_num_neighbors: fixed divisor of the neighbour sums.
+        global_inputs: "charge" and/or "spin": total charge and multiplicity from
+            atoms.info, embedded as even scalars added to the element embedding.
         first_self_connection: give the first layer the self-connection too (mace-torch's
             default ``RealAgnosticResidualInteractionBlock`` first block). Off by default,
             which keeps model files written before the option loadable.
@@ -129,6 +131,7 @@ class MACE(EquivariantModel):
         readout_hidden: int = 16,
         avg_num_neighbors: float = 20.0,
         first_self_connection: bool = False,
+        global_inputs: Sequence[str] | None = None,
     ):
         super().__init__(species, cutoff)
         n_features = check_integer("n_features", n_features, 1)
@@ -149,7 +152,7 @@ class MACE(EquivariantModel):
             readout_hidden=readout_hidden, avg_num_neighbors=avg_num_neighbors,
             first_self_connection=bool(first_self_connection),
         )
-        self._build_embeddings(n_features, max_ell, n_basis, p)  # features: k x 0e
+        self._build_embeddings(n_features, max_ell, n_basis, p, global_inputs)  # features: k x 0e
         radial = dict(n_basis=n_basis, radial_hidden=radial_hidden, radial_layers=radial_layers,
                       avg_num_neighbors=avg_num_neighbors)
         hidden = natural_irreps(hidden_l_max, n_features)

@@ -37,6 +37,7 @@ from torch import nn
 from .. import keys
 from ..nn import make_envelope, make_radial_basis, mlp
 from ..nn.chunks import atom_chunks, map_chunks, split_edges
+from ..nn.global_state import make_global_embedding
 from ..nn.message_passing import make_aggregation
 from .base import AtomisticModel, check_positive_ints, register_architecture
 
@@ -232,6 +233,8 @@ class MPNN(AtomisticModel):
         radial_basis: "gaussian" or "bessel".
         envelope: "cosine" or "polynomial" cutoff envelope.
         activation: "ssp", "silu" or "tanh" (smooth activations only).
+        global_inputs: structure-wide inputs among "charge" and "spin" (total charge and
+            multiplicity from atoms.info), embedded and added to every atom's features.
     """
 
     architecture = "MPNN"
@@ -251,6 +254,7 @@ class MPNN(AtomisticModel):
         radial_basis: str = "gaussian",
         envelope: str = "cosine",
         activation: str = "ssp",
+        global_inputs: Sequence[str] | None = None,
     ):
         super().__init__(species, cutoff)
         message_width = message_width or n_features
@@ -266,6 +270,8 @@ class MPNN(AtomisticModel):
         )
         self._build(n_features, n_layers, message, aggregation, update, bool(edge_updates),
                     message_width, n_basis, radial_basis, envelope, activation)
+        self._record_global_inputs(global_inputs)
+        self.global_embedding = make_global_embedding(global_inputs, n_features)
 
     def _build(self, n_features, n_layers, message, aggregation, update, edge_updates,
                message_width, n_basis, radial_basis, envelope, activation) -> None:
@@ -285,6 +291,8 @@ class MPNN(AtomisticModel):
         centers, neighbors = graph[keys.EDGE_INDEX]
         edges, weight = self.radial_basis(r), self.envelope(r)
         h = self.embedding(graph[keys.SPECIES])
+        if self.global_embedding is not None:
+            h = h + self.global_embedding(graph, h)
         chunks = atom_chunks(centers, h.shape[0])
         for layer in self.interactions:
             h, edges = layer(h, edges, weight, centers, neighbors, chunks)

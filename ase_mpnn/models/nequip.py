@@ -163,6 +163,8 @@ class NequIP(EquivariantModel):
         p: exponent of the polynomial envelope (>= 2).
         radial_hidden, radial_layers: width and number of hidden layers of the radial MLPs.
         avg_num_neighbors: fixed divisor of the neighbour sums.
+        global_inputs: "charge" and/or "spin": total charge and multiplicity from
+            atoms.info, embedded as even scalars added to the element embedding.
     """
 
     architecture = "NequIP"
@@ -180,6 +182,7 @@ class NequIP(EquivariantModel):
         radial_hidden: int = 64,
         radial_layers: int = 2,
         avg_num_neighbors: float = 20.0,
+        global_inputs: Sequence[str] | None = None,
     ):
         super().__init__(species, cutoff)
         n_features = check_integer("n_features", n_features, 1)
@@ -196,7 +199,7 @@ class NequIP(EquivariantModel):
             n_basis=n_basis, p=p, radial_hidden=radial_hidden, radial_layers=radial_layers,
             avg_num_neighbors=avg_num_neighbors,
         )
-        self._build_embeddings(n_features, l_max, n_basis, p)  # features: F x 0e
+        self._build_embeddings(n_features, l_max, n_basis, p, global_inputs)  # features: F x 0e
         radial = dict(n_basis=n_basis, radial_hidden=radial_hidden, radial_layers=radial_layers,
                       avg_num_neighbors=avg_num_neighbors)
         self.layers = nn.ModuleList(self._build_blocks(n_features, allowed_irreps(l_max, parity),

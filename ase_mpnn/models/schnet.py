@@ -47,6 +47,8 @@ class SchNet(MPNN):
         radial_basis: "gaussian" (as published) or "bessel".
         envelope: "cosine" (as in SchNetPack) or "polynomial".
         activation: "ssp" (shifted softplus, as published), "silu" or "tanh".
+        global_inputs: "charge" and/or "spin": total charge and multiplicity from
+            atoms.info, embedded and added to every atom's features (``nn.global_state``).
     """
 
     architecture = "SchNet"
@@ -62,6 +64,7 @@ class SchNet(MPNN):
         radial_basis: str = "gaussian",
         envelope: str = "cosine",
         activation: str = "ssp",
+        global_inputs: Sequence[str] | None = None,
     ):
         n_filters = n_filters or n_features
         check_positive_ints(n_features=n_features, n_filters=n_filters,
@@ -70,9 +73,11 @@ class SchNet(MPNN):
             species, cutoff, n_features=n_features, n_layers=n_interactions, message="filter",
             aggregation="sum", update="residual", edge_updates=False, message_width=n_filters,
             n_basis=n_basis, radial_basis=radial_basis, envelope=envelope, activation=activation,
+            global_inputs=global_inputs,
         )
         self.hyperparameters = dict(
             n_features=n_features, n_filters=n_filters, n_interactions=n_interactions,
             n_basis=n_basis, radial_basis=radial_basis, envelope=envelope, activation=activation,
         )
+        self._record_global_inputs(global_inputs)
         self._register_load_state_dict_pre_hook(_upgrade_state_dict)

@@ -2,7 +2,9 @@
 
 ``format_report`` prints one table: frames, atoms (total, min/max per frame), elements,
 label coverage (frames with energy / forces / stress / virials), periodicity kinds (3-D
-bulk, 2-D slab, 1-D wire, 0-D molecule), config types, isolated-atom energies E0,
+bulk, 2-D slab, 1-D wire, 0-D molecule), config types, total charge and spin multiplicity
+(``atoms.info`` charge/spin and their aliases, as "charge/multiplicity frames" when any
+frame is not a neutral singlet), isolated-atom energies E0,
 energy-per-atom and force-component ranges (and the largest |F|), stress labels ignored
 (on frames that are not 3-D periodic), suspected outliers, duplicate frames and label errors.
 Every problem is listed by ``file:index``; label errors are all collected (a file that
@@ -14,14 +16,16 @@ Suspected outliers (warnings, the frames are still used):
 - forces: an atom with |F| above ``max_force`` (20 eV/A);
 - energy: E0 per element is fitted by least squares to all frames with an energy (as the
   training does, IsolatedAtom frames left out), leaving a residual energy per atom
-  r = (E - sum_s n_s E0_s) / N. Among frames of the same periodicity kind (surfaces and
-  vacuum shift whole kinds), a frame is suspected when its robust z-score
-  |r - median| / (1.4826 MAD) exceeds ``energy_z`` (5) and |r - median| exceeds
-  ``energy_floor`` (0.05 eV/atom, so that tight data sets are not flagged for meV noise).
+  r = (E - sum_s n_s E0_s) / N. Among frames of the same periodicity kind and the same
+  charge and multiplicity (surfaces, vacuum and ionisation shift whole groups), a frame
+  is suspected when its robust z-score |r - median| / (1.4826 MAD) exceeds ``energy_z``
+  (5) and |r - median| exceeds ``energy_floor`` (0.05 eV/atom, so that tight data sets
+  are not flagged for meV noise).
   The fit is repeated once without the frames flagged by the first pass, so a gross outlier
   does not drag the E0s. Kinds with fewer than 5 frames are not judged.
 
-Duplicates: frames with the same atomic numbers, cell and positions to 1e-8 A.
+Duplicates: frames with the same atomic numbers, charge, multiplicity, cell and positions
+to 1e-8 A (one geometry at several charges is not a duplicate).
 """
 
 from __future__ import annotations
@@ -33,11 +37,14 @@ from typing import Sequence
 import numpy as np
 from ase.data import chemical_symbols
 
+from ..errors import InvalidStructureError
+from ..graph.charge_spin import GlobalState, read_global_state
 from .samples import (
     DataError,
     Sample,
     as_paths,
     fit_reference_energies,
+    global_state,
     label_keys,
     parse_frame,
     periodicity,
@@ -73,6 +80,8 @@ class DataReport:
     coverage: dict[str, int] = dataclasses.field(default_factory=dict)  # frames per label
     periodicity: dict[str, int] = dataclasses.field(default_factory=dict)
     config_types: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: frames per "charge/multiplicity", e.g. {"+0/1": 900, "+1/2": 900}
+    global_states: dict[str, int] = dataclasses.field(default_factory=dict)
     isolated_atoms: dict[str, float] = dataclasses.field(default_factory=dict)  # E0, eV
     energy_per_atom: tuple[float, float] | None = None  # (min, max) eV/atom
     force_components: tuple[float, float] | None = None  # (min, max) eV/A
@@ -147,6 +156,23 @@ def _count_frame(report: DataReport, atoms, keys: dict[str, str]) -> None:
     report.config_types[config_type] = report.config_types.get(config_type, 0) + 1
     if labels & {"stress", "virials"} and not atoms.pbc.all():
         report.ignored_stress += 1
+    try:  # a bad charge or spin is reported as an error of the frame by parse_frame
+        state = _state_name(read_global_state(atoms.info, atoms.numbers))
+        report.global_states[state] = report.global_states.get(state, 0) + 1
+    except InvalidStructureError:
+        pass
+
+
+def _state_name(state: GlobalState) -> str:
+    """"+1/2": charge and multiplicity."""
+    return f"{state.charge:+d}/{state.multiplicity}"
+
+
+def _group(sample: Sample) -> str:
+    """The frame's periodicity kind, with its charge and multiplicity unless neutral singlet."""
+    state = global_state(sample)
+    kind = periodicity(sample.atoms)
+    return kind if state == GlobalState() else f"{kind} {_state_name(state)}"
 
 
 def _summarise(report: DataReport, samples: list[Sample], max_force: float, energy_z: float,
@@ -216,7 +242,7 @@ def energy_outliers(samples: Sequence[Sample], z_max: float = 5.0, floor: float 
     frames = [s for s in samples if s.energy is not None and not s.is_isolated_atom]
     if len(frames) < MIN_GROUP:
         return []
-    kinds = [periodicity(s.atoms) for s in frames]
+    kinds = [_group(s) for s in frames]
     flagged, _, _ = _robust_flags(_residuals(frames, frames), kinds, z_max, floor)
     if flagged.any() and (~flagged).sum() >= MIN_GROUP:  # refit without the gross outliers
         kept = [s for s, bad in zip(frames, flagged) if not bad]
@@ -240,7 +266,8 @@ def find_duplicates(samples: Sequence[Sample], tolerance: float = DUPLICATE_TOLE
     direction = np.array([1.0, np.sqrt(2.0), np.sqrt(3.0)]) / np.sqrt(6.0)
     groups: dict[bytes, list[int]] = {}
     for i, sample in enumerate(samples):
-        groups.setdefault(np.asarray(sample.atoms.numbers, dtype=np.int64).tobytes(), []).append(i)
+        composition = np.asarray(sample.atoms.numbers, dtype=np.int64).tobytes()
+        groups.setdefault(composition + repr(global_state(sample)).encode(), []).append(i)
     found: dict[int, int] = {}
     for members in groups.values():
         n_atoms = len(samples[members[0]].atoms)
@@ -292,6 +319,8 @@ def format_report(report: DataReport, max_listed: int = 50) -> str:
             ("labels (frames)", _counts(coverage)),
             ("periodicity", _counts(kinds)),
             ("config types", _counts(dict(sorted(report.config_types.items()))))]
+    if set(report.global_states) - {_state_name(GlobalState())}:
+        rows.append(("charge/multiplicity", _counts(dict(sorted(report.global_states.items())))))
     if report.isolated_atoms:
         rows.append(("isolated atoms E0", ", ".join(
             f"{x} {e:.6g} eV" for x, e in sorted(report.isolated_atoms.items()))))

@@ -49,6 +49,7 @@ from .samples import (
     Sample,
     apply_config_type_weights,
     as_paths,
+    check_global_inputs_taken,
     energy_scale,
     fit_reference_energies,
     mean_neighbor_count,
@@ -160,6 +161,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         potential = initial_potential(config, splits["train"], isolated_atoms)
     else:
         potential = build_potential(config, splits["train"], isolated_atoms)
+    for samples in splits.values():  # before any batch: a clear message, not a failed step
+        check_global_inputs_taken(samples, potential.global_inputs)
     potential = potential.to(device=config.device, dtype=getattr(torch, config.dtype))
     caches = {name: GraphCache(samples, potential.cutoff, potential.species)
               for name, samples in splits.items() if samples}

@@ -24,7 +24,8 @@ def publish(run_dir: str | Path, name: str, data_recipe: dict[str, Any]) -> Path
     Adds to the manifest: the name, the test-set metrics and training time from the run's
     summary.json, the recipe (config.json) and ``data_recipe``, what ``make_data`` needs to
     make the data again: ``{"reference": "emt", "elements": [...], "n": ..., "seed": ...}`` or
-    ``{"reference": "xtb", "molecules": [...], "n": ..., "seed": ...}``.
+    ``{"reference": "xtb", "molecules": [...], "n": ..., "seed": ...}`` (plus
+    ``"charges": [0, 1, -1]`` for data at several total charges).
     """
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -12,7 +12,10 @@ Labels follow mace-torch's extxyz conventions; the keys are configurable (``keys
   ASE's sign (tensile positive, the derivative of the energy by strain over the volume);
 - ``REF_virials`` (``atoms.info``): 6, 9 or 3x3 values, eV, converted to
   stress = -virials / volume; a frame with both uses the stress;
-- ``config_type`` (``atoms.info``): a string, "Default" when absent.
+- ``config_type`` (``atoms.info``): a string, "Default" when absent;
+- ``charge`` / ``spin`` (``atoms.info``, aliases ``total_charge``, ``total_spin``,
+  ``multiplicity``): the frame's total charge (e) and spin multiplicity 2S + 1, inputs of
+  models with ``global_inputs`` (``ase_mpnn.graph.charge_spin``); 0 and 1 when absent.
 
 A key that is absent falls back to the results a calculator stored (extxyz ``energy=``,
 ``forces``, ``stress``; ase.db rows). Energy, forces and stress are each optional per frame,
@@ -39,6 +42,7 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from ..errors import ASEMPNNError, InvalidStructureError, exception_reason
 from ..graph import collate, make_structure
+from ..graph.charge_spin import GLOBAL_INPUTS, GlobalState, read_global_state
 from ..graph.neighbors import neighbor_list
 from ..graph.structure import check_geometry
 
@@ -214,6 +218,10 @@ def parse_frame(atoms: Atoms, keys: dict[str, str] | None = None, require_forces
     elif stress is None and virials is not None and not geometry:
         stress = -virials / atoms.get_volume()  # mace-torch's virials: -dE/d(strain), eV
     config_type = str(atoms.info.get(keys["config_type"], DEFAULT_CONFIG_TYPE))
+    try:
+        state = read_global_state(atoms.info, atoms.numbers)
+    except InvalidStructureError as exc:
+        problems.append(str(exc))
     problems += _missing_labels(atoms, keys, energy, forces, stress, problems, require_forces)
     if config_type == ISOLATED_ATOM and (n_atoms != 1 or energy is None):
         problems.append(f"a {ISOLATED_ATOM} frame needs one atom and an energy "
@@ -221,6 +229,8 @@ def parse_frame(atoms: Atoms, keys: dict[str, str] | None = None, require_forces
     if problems:
         return None, problems
     clean = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    if state != GlobalState():  # the canonical keys, read again by make_structure
+        clean.info.update(charge=state.charge, spin=state.multiplicity)
     return Sample(clean, energy, forces, stress, "", config_type), []
 
 
@@ -358,17 +368,41 @@ def species_of(samples: Sequence[Sample]) -> list[str]:
     return [chemical_symbols[z] for z in numbers]
 
 
+def global_state(sample: Sample) -> GlobalState:
+    """The sample's total charge and spin multiplicity (checked when it was read)."""
+    return read_global_state(sample.atoms.info, sample.atoms.numbers)
+
+
+def check_global_inputs_taken(samples: Sequence[Sample], takes: Sequence[str]) -> None:
+    """Raise DataError when some frame sets a charge or spin the model does not take
+    (``takes``: its ``global_inputs``), naming the first such frame and the fix."""
+    for sample in samples:
+        state = global_state(sample)
+        set_inputs = {"charge": state.charge != 0, "spin": state.multiplicity != 1}
+        missing = [name for name in GLOBAL_INPUTS if set_inputs[name] and name not in takes]
+        if missing:
+            raise DataError(
+                f"{sample.source}: the frame has charge {state.charge:+d}, multiplicity "
+                f"{state.multiplicity}, but the model takes no {' or '.join(missing)} input; "
+                f"add global_inputs: {list(GLOBAL_INPUTS)} to its hyperparameters")
+
+
 def fit_reference_energies(samples: Sequence[Sample], species: Sequence[str],
                            fixed: dict[str, float] | None = None) -> dict[str, float]:
     """E0 per element (eV) by least squares, E_total ~ sum_s n_s E0_s, over the frames with an
     energy: what is left after these is the interaction energy the model learns.
 
     Elements in ``fixed`` keep their given E0 (e.g. from IsolatedAtom frames); only the others
-    are fitted, to E_total - sum_fixed n_s E0_s. Without any energy they get 0.
+    are fitted, to E_total - sum_fixed n_s E0_s. Without any energy they get 0. Only
+    neutral singlet frames are fitted when there are any: E0 is then the neutral atoms'
+    reference, and the energy of an ion or a radical relative to it (an ionisation energy
+    of 10-20 eV) is left to the model's charge and spin embedding.
     """
     fixed = {x: float(v) for x, v in (fixed or {}).items() if x in species}
     free = [x for x in species if x not in fixed]
     labelled = [s for s in samples if s.energy is not None]
+    neutral = [s for s in labelled if global_state(s) == GlobalState()]
+    labelled = neutral or labelled
     if not free:
         return fixed
     if not labelled:

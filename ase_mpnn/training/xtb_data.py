@@ -5,6 +5,12 @@ made: each molecule is relaxed with GFN2-xTB, then sampled by xTB Langevin MD at
 (0.5 fs steps, a frame every 10 steps, so frames are nearly uncorrelated), plus a few
 rattled copies of the minimum. Energies (eV) and forces (eV/A) go under the ``REF_`` keys;
 molecules are non-periodic, so there is no stress.
+
+With ``charges`` (e.g. ``(0, 1, -1)``) every geometry is labelled once per total charge, in
+its lowest spin state (singlet for an even electron count, doublet for an odd one), and
+the frames carry ``charge`` and ``spin`` (the multiplicity 2S + 1) in ``atoms.info``,
+the keys ``ase_mpnn.graph.charge_spin`` reads: data for a model with
+``global_inputs: [charge, spin]``. Vertical ions, as the same geometry at each charge.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ STEPS_PER_FRAME = 10
 RATTLED_FRACTION = 0.1
 
 
-def xtb_calculator(method: str = "GFN2-xTB"):
-    """tblite's ASE calculator, or an ImportError that says how to install it."""
+def xtb_calculator(method: str = "GFN2-xTB", charge: int = 0, multiplicity: int = 1):
+    """tblite's ASE calculator for a total charge (e) and multiplicity (2S + 1), or an
+    ImportError that says how to install it."""
     try:
         from tblite.ase import TBLite
     except ImportError as exc:
@@ -44,7 +51,13 @@ def xtb_calculator(method: str = "GFN2-xTB"):
                           "pip install 'ase-mpnn[xtb]' (or pip install tblite)") from exc
     # accuracy 0.1 (tighter SCF than the default 1.0): labels then agree to ~1e-5 eV/A whatever
     # wavefunction the SCF starts from (the calculator reuses the previous frame's)
-    return TBLite(method=method, accuracy=0.1, verbosity=0)
+    return TBLite(method=method, accuracy=0.1, verbosity=0, charge=charge,
+                  multiplicity=multiplicity)
+
+
+def lowest_multiplicity(atoms: Atoms, charge: int) -> int:
+    """1 (singlet) for an even electron count sum(Z) - charge, 2 (doublet) for an odd one."""
+    return 1 + (int(atoms.numbers.sum()) - charge) % 2
 
 
 def molecule_structure(name: str) -> Atoms:
@@ -111,12 +124,41 @@ def xtb_structures(molecules: Sequence[str], n: int, seed: int = 0, method: str 
     return frames
 
 
+def label_charges(structures: Sequence[Atoms], charges: Sequence[int],
+                  method: str = "GFN2-xTB", progress: bool = True) -> list[Atoms]:
+    """Each structure labelled at each total charge in its lowest spin state, with
+    ``info["charge"]`` and ``info["spin"]`` (multiplicity) set; a label whose SCF fails
+    is left out (geometry and charge are printed)."""
+    calcs: dict[tuple[int, int], object] = {}
+    labelled = []
+    for atoms in tqdm(structures, desc="xTB labels", disable=not progress):
+        for charge in charges:
+            state = (int(charge), lowest_multiplicity(atoms, int(charge)))
+            if state not in calcs:
+                calcs[state] = xtb_calculator(method, *state)
+            try:
+                frame = label(atoms, calcs[state])
+            except Exception as exc:  # tblite raises a bare exception when the SCF fails
+                print(f"left out {atoms.get_chemical_formula()} at charge {charge:+d}: {exc}")
+                calcs.pop(state)  # a fresh calculator: no failed wavefunction to restart
+                continue
+            frame.info.update(charge=state[0], spin=state[1])
+            labelled.append(frame)
+    return labelled
+
+
 def xtb_dataset(molecules: Sequence[str], n: int, path: str | Path, seed: int = 0,
-                method: str = "GFN2-xTB", progress: bool = True) -> Path:
-    """Write ``n`` GFN2-xTB-labelled molecular frames to an extxyz file (atomically)."""
+                method: str = "GFN2-xTB", progress: bool = True,
+                charges: Sequence[int] | None = None) -> Path:
+    """Write ``n`` GFN2-xTB-labelled molecular geometries to an extxyz file (atomically);
+    with ``charges``, each geometry once per charge (see the module docstring)."""
     structures = xtb_structures(molecules, n, seed, method, progress)
-    calc = xtb_calculator(method)
-    labelled = [label(a, calc) for a in tqdm(structures, desc="xTB labels", disable=not progress)]
+    if charges:
+        labelled = label_charges(structures, charges, method, progress)
+    else:
+        calc = xtb_calculator(method)
+        labelled = [label(a, calc)
+                    for a in tqdm(structures, desc="xTB labels", disable=not progress)]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
