@@ -19,7 +19,7 @@ from torch import nn
 
 from . import keys
 from .graph import Graph
-from .potential import EnergyTerm
+from .potential import EnergyTerm, hessian_of_terms
 
 
 class AddOn(Protocol):
@@ -75,6 +75,15 @@ class WithAddOns(nn.Module):
     def with_compiled_model(self, **options) -> "WithAddOns":
         """The same add-ons on the base's compiled twin (see Potential.with_compiled_model)."""
         return WithAddOns(self.base.with_compiled_model(**options), self.addons)
+
+    def eager(self) -> "WithAddOns":
+        """The same add-ons on the base run eagerly (see Potential.eager)."""
+        return WithAddOns(self.base.eager(), self.addons)
+
+    def hessian(self, graph: Graph, rows_per_pass: int | None = None,
+                atoms: Sequence[int] | None = None) -> torch.Tensor:
+        """d^2E/dx dx of the base plus the add-ons (see ``potential.hessian_of_terms``)."""
+        return hessian_of_terms(graph, self.eager().energy_terms(), rows_per_pass, atoms)
 
     def forward(self, graph: Graph, forces: bool = True, stress: bool = False,
                 atomic_stresses: bool = False, create_graph: bool = False) -> Graph:

@@ -118,12 +118,15 @@ class Committee(nn.Module):
                               if k in ("manifest", "manifest_sha256")})
         return twin
 
+    def eager(self) -> "Committee":
+        """This committee with every member's model run eagerly (see Potential.eager)."""
+        return Committee([member.eager() for member in self.members], self.calibration)
+
     def hessian(self, graph: Graph, rows_per_pass: int | None = None,
                 atoms: Sequence[int] | None = None) -> torch.Tensor:
         """The Hessian of the mean energy (the members' mean Hessian), (3n, 3n) eV/A^2, or
         the rows of ``atoms`` (see ``potential.hessian_of_terms``)."""
-        eager = Committee([member.eager() for member in self.members], self.calibration)
-        return hessian_of_terms(graph, eager.energy_terms(), rows_per_pass, atoms)
+        return hessian_of_terms(graph, self.eager().energy_terms(), rows_per_pass, atoms)
 
     def forward(self, graph: Graph, forces: bool = True, stress: bool = False,
                 atomic_stresses: bool = False, create_graph: bool = False) -> Graph:

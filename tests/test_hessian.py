@@ -207,3 +207,16 @@ def test_hessian_of_a_compiled_calculator_runs_the_model_eagerly(small_potential
                                                            n_interactions=1)])
     compiled = _calc(committee, compile=True)
     assert np.array_equal(compiled.get_hessian(atoms), _calc(committee).get_hessian(atoms))
+
+
+def test_hessian_includes_the_dispersion_add_on(small_potential):
+    """MPNNCalculator(model, dispersion=...) wraps the potential with D3 (WithAddOns): its
+    Hessian is that of model + D3, not of the model alone (the image sums' hand-written
+    backward must itself be differentiable)."""
+    atoms = rattled_triclinic_cell(SPECIES)[:5]
+    atoms.pbc = False  # a cluster: D3's 60 Bohr image sums of a small cell are slow
+    calc = _calc(small_potential, dispersion="pbe", skin=0.0)
+    with_d3 = calc.get_hessian(atoms)
+    bare = _calc(small_potential, dispersion=False, skin=0.0).get_hessian(atoms)
+    assert np.abs(with_d3 - bare).max() > 1e-3  # D3 adds curvature at these distances
+    assert np.abs(with_d3 - testing.numerical_hessian(calc, atoms, 1e-5)).max() < 1e-6

@@ -70,8 +70,9 @@ class _ImageSum(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
+        # plain torch operations on the saved inputs: with create_graph (Hessians) autograd
+        # differentiates this backward too, so second derivatives include the image sums
         minimum, trans, params, pair, shift = ctx.saved_tensors
         grad_minimum, grad_trans = torch.zeros_like(minimum), torch.zeros_like(trans)
         for start in range(0, len(pair), BLOCK):
