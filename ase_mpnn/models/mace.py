@@ -106,11 +106,11 @@ class MACE(EquivariantModel):
         radial_hidden, radial_layers: width and number of hidden layers of the radial MLPs.
         readout_hidden: hidden width of the last layer's readout MLP.
         avg_num_neighbors: fixed divisor of the neighbour sums.
-        global_inputs: "charge" and/or "spin": total charge and multiplicity from
-            atoms.info, embedded as even scalars added to the element embedding.
         first_self_connection: give the first layer the self-connection too (mace-torch's
             default ``RealAgnosticResidualInteractionBlock`` first block). Off by default,
             which keeps model files written before the option loadable.
+        global_inputs: "charge" and/or "spin": total charge and multiplicity from
+            atoms.info, embedded as even scalars added to the element embedding.
     """
 
     architecture = "MACE"
