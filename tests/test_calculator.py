@@ -189,6 +189,6 @@ def test_set_changes_settings_the_ase_way(potential, cu_cell):
 
 def test_parameters_are_settings_and_provenance_joins_them_in_todict(calc):
     assert set(calc.parameters) == {"model", "device", "dtype", "min_distance", "skin",
-                                    "compile"}
+                                    "compile", "dispersion"}
     assert calc.provenance["architecture"] == "SchNet"
     assert calc.todict()["model_sha256"] == calc.provenance["model_sha256"]

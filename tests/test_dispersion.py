@@ -223,3 +223,19 @@ def test_training_subtracts_d3_and_records_it(tmp_path):
                                       "subtracted": True}
     calc = MPNNCalculator(tmp_path / "run" / "best.mpnn")
     assert calc.provenance["dispersion_added"] == {"functional": "pbe", "three_body": False}
+
+
+def test_benchmark_judges_its_targets():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dispersion.py"
+    spec = importlib.util.spec_from_file_location("dispersion_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    good = {"ours float64": 1000.0, "dftd3": 400.0, "torch-dftd": 5000.0,
+            "SchNet 108": 10.0, "SchNet+D3 108": 13.0}
+    assert all(met for *_, met in bench.judge(good))
+    bad = {**good, "dftd3": 300.0, "torch-dftd": 4900.0, "SchNet+D3 108": 13.1}
+    assert not any(met for *_, met in bench.judge(bad))
+    assert len(bench.judge({k: v for k, v in good.items() if k != "torch-dftd"})) == 2

@@ -81,7 +81,8 @@ class _ImageSum(torch.autograd.Function):
             _, slope = ctx.kernel(_squared_norm(v), params.index_select(0, p), True)
             g = (2.0 * slope * grad.index_select(0, p))[:, None] * v
             grad_minimum.index_add_(0, p, g)
-            grad_trans.index_add_(0, t, g)
+            if ctx.needs_input_grad[1]:  # the translations depend on the cell: stress only
+                grad_trans.index_add_(0, t, g)
         return grad_minimum, grad_trans, None, None, None, None
 
 
