@@ -160,3 +160,16 @@ def test_training_option_puts_the_network_on_top_of_zbl(tmp_path):
     train(config)
     model = load_model(tmp_path / "run" / "best.mpnn")
     assert (model.repulsion.r_inner, model.repulsion.r_outer) == (0.6, 1.6)
+
+
+def test_fine_tuning_keeps_or_replaces_the_repulsion(walled, tmp_path):
+    from ase_mpnn.training.finetune import extend_species, initial_potential
+
+    extended = extend_species(walled, ["Cu", "Ni", "Al"])
+    assert extended.repulsion.config() == walled.repulsion.config()
+    path = save_model(walled, tmp_path / "walled.mpnn")
+    common = dict(data="unused.xyz", init=str(path), species=["Cu", "Ni"], cutoff=4.0)
+    kept = initial_potential(TrainConfig(**common), [])
+    assert kept.repulsion.config() == walled.repulsion.config()
+    replaced = initial_potential(TrainConfig(**common, zbl={"r_inner": 0.3, "r_outer": 1.0}), [])
+    assert (replaced.repulsion.r_inner, replaced.repulsion.r_outer) == (0.3, 1.0)
