@@ -33,7 +33,8 @@ from .repulsion import repulsion_from_config
 
 FORMAT_NAME = "ase-mpnn-model"
 #: the newest single-model version this package reads and writes: 2 adds an energy term
-#: beside the network (``repulsion``, ZBL); a file without one is written as version 1
+#: beside the network (``repulsion``, ZBL; or a ``dispersion`` record with "subtracted":
+#: trained on D3-subtracted labels, D3 to be added back); a file without one is written as version 1
 #: (PLAIN_FORMAT_VERSION), which older readers still load, while they refuse a version 2
 #: file instead of silently dropping its repulsion. A committee file is version 2 (older
 #: readers then ask for an upgrade instead of failing on a missing weights.pt)
@@ -57,9 +58,11 @@ def make_manifest(potential: Potential, weights: bytes, **extra: Any) -> dict[st
     model = potential.model
     repulsion = getattr(potential, "repulsion", None)
     terms = {} if repulsion is None else {"repulsion": repulsion.config()}
+    # an older reader would drop the repulsion, or not add D3 back, without a word
+    needs_this_reader = bool(terms) or bool((extra.get("dispersion") or {}).get("subtracted"))
     return {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION if terms else PLAIN_FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if needs_this_reader else PLAIN_FORMAT_VERSION,
         "architecture": model.architecture,
         "hyperparameters": dict(model.hyperparameters),
         "species": list(model.species),

@@ -13,6 +13,7 @@ from ase_mpnn import MPNNCalculator, save_model
 from ase_mpnn.committee import Committee
 from ase_mpnn.dispersion import D3BJ, d3bj_parameters, list_functionals, with_dispersion
 from ase_mpnn.graph import build_graph
+from ase_mpnn.modelfile import read_manifest
 from ase_mpnn.models.schnet import SchNet
 from ase_mpnn.potential import Potential
 
@@ -170,6 +171,9 @@ def test_manifest_flag_adds_d3_back_unless_switched_off(tmp_path):
     np.testing.assert_allclose(_results(off, atoms)["energy"], plain["energy"], rtol=1e-12)
     unflagged = save_model(model, tmp_path / "plain.mpnn")
     assert MPNNCalculator(unflagged).provenance["dispersion_added"] is None
+    # an older reader would not add D3 back: the flagged file needs format version 2
+    assert read_manifest(path)["format_version"] == 2
+    assert read_manifest(unflagged)["format_version"] == 1
 
 
 def test_with_dispersion_potential_one_pass():
@@ -191,7 +195,6 @@ def test_with_dispersion_potential_one_pass():
 def test_training_subtracts_d3_and_records_it(tmp_path):
     from ase.io import write
 
-    from ase_mpnn.modelfile import read_manifest
     from ase_mpnn.training import TrainConfig, train
     from ase_mpnn.training.loop import _load_splits
 
