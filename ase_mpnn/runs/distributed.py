@@ -248,9 +248,13 @@ def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -
         for future in waiting:
             chunk = chunk_of.pop(future.key)
             try:
-                outcomes = future.result()
+                # a finished future whose result died with its worker is recomputed from
+                # the scattered model, which may be lost too: never wait on it forever
+                outcomes = future.result(timeout=RESULT_SECONDS)
             except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after every retry
-                killed = type(exc).__name__ == "KilledWorker"
+                killed = type(exc).__name__ in ("KilledWorker", "TimeoutError")
+                if killed:
+                    future.cancel()
                 if killed and len(chunk) > 1:
                     scatter()
                     for item in chunk:
@@ -275,6 +279,9 @@ def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -
 
 #: shortest wait for the lone rerun of a structure whose worker died, seconds
 ALONE_MIN_SECONDS = 60.0
+#: wait for the result of a future as_completed has yielded, seconds: it is there at once
+#: unless it was lost with its worker (then the chunk is treated as on a killed worker)
+RESULT_SECONDS = 60.0
 
 
 def _run_alone(future, chunk: list[tuple[str, Atoms]], patience: float
