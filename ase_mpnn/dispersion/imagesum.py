@@ -25,6 +25,9 @@ from .kernels import Kernel
 #: entries per block: a few (block,)-arrays of float64 stay in the L2 cache
 BLOCK = 1 << 18
 
+#: up to this many entries f' is kept from the forward for the backward (32 MB float64)
+KEPT_ENTRIES = 1 << 22
+
 
 def _block_terms(kernel: Kernel, vectors: torch.Tensor, trans: torch.Tensor,
                  trans2: torch.Tensor, params: torch.Tensor, weight: float | None,
@@ -65,13 +68,18 @@ class _DenseImageSum(torch.autograd.Function):
         blocks = _blocks(vectors, trans, cutoff2)
         trans2 = (trans * trans).sum(-1)
         weight = 0.5 if own_images else None
-        parts = []
+        # keep f' for the backward when it is small; otherwise (and for double backward)
+        # the backward recomputes it
+        keep = sum((b.stop - b.start) * n for b, n in blocks) <= KEPT_ENTRIES
+        parts, slopes = [], []
         for block, n in blocks:
-            value, _ = _block_terms(kernel, vectors[block], trans[:n], trans2[:n],
-                                    params[block], weight, cutoff2, False)
+            value, slope = _block_terms(kernel, vectors[block], trans[:n], trans2[:n],
+                                        params[block], weight, cutoff2, keep)
             parts.append(value.sum(-1))
+            slopes.append(slope)
         ctx.save_for_backward(vectors, trans, params)
         ctx.kernel, ctx.cutoff2, ctx.blocks, ctx.own_images = kernel, cutoff2, blocks, own_images
+        ctx.slopes = slopes if keep else None
         return torch.cat(parts) if parts else vectors.new_zeros(0)
 
     @staticmethod
@@ -82,10 +90,14 @@ class _DenseImageSum(torch.autograd.Function):
         trans2 = (trans * trans).sum(-1)
         weight = 0.5 if ctx.own_images else None
         grad_vectors, grad_trans = [], torch.zeros_like(trans)
-        for block, n in ctx.blocks:
+        recompute = ctx.slopes is None or torch.is_grad_enabled()
+        for k, (block, n) in enumerate(ctx.blocks):
             v, t = vectors[block], trans[:n]
-            _, slope = _block_terms(ctx.kernel, v, t, trans2[:n], params[block], weight,
-                                    ctx.cutoff2, True)
+            if recompute:
+                _, slope = _block_terms(ctx.kernel, v, t, trans2[:n], params[block], weight,
+                                        ctx.cutoff2, True)
+            else:
+                slope = ctx.slopes[k]
             weighted = slope * (2.0 * grad[block, None])  # (rows, n): 2 g_p f'_pT
             grad_vectors.append(weighted.sum(-1, keepdim=True) * v + weighted @ t)
             if ctx.needs_input_grad[1]:  # the translations depend on the cell: stress only
