@@ -129,6 +129,14 @@ def test_folded_pairs_match_the_calculator(repeat):
     check_against_calculator(data, atoms)
 
 
+def test_a_committee_runs_as_its_mean():
+    atoms = cuni((2, 2, 2), seed=5)
+    potential = LAMMPSPotential("emt-cuni-schnet-committee")
+    data = FakeMLIAPData(atoms, potential.element_types, potential.potential.cutoff)
+    potential.compute_forces(data)
+    check_against_calculator(data, atoms, "emt-cuni-schnet-committee")
+
+
 def small_schnet(cutoff: float = 3.2) -> bytes:
     torch.manual_seed(0)
     model = build_model("SchNet", ["Cu", "Ni"], cutoff, n_interactions=2, n_features=16,
