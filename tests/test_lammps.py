@@ -129,6 +129,17 @@ def test_folded_pairs_match_the_calculator(repeat):
     check_against_calculator(data, atoms)
 
 
+def test_folding_skips_the_pairs_of_ghosts():
+    """With a ghost neighbour list as well, the ghosts' own pairs repeat their owners'."""
+    atoms = cuni((2, 2, 2), seed=6)
+    potential = LAMMPSPotential(MODEL)
+    data = FakeMLIAPData(atoms, potential.element_types, 5.0, ghost_depth=7.0,
+                         ghost_pairs=True)
+    assert (data.pair_i >= data.nlocal).any()
+    potential.compute_forces(data)
+    check_against_calculator(data, atoms)
+
+
 def test_a_committee_runs_as_its_mean():
     atoms = cuni((2, 2, 2), seed=5)
     potential = LAMMPSPotential("emt-cuni-schnet-committee")

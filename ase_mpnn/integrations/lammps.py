@@ -154,16 +154,17 @@ class LAMMPSPotential(_UnifiedBase):
             self._compute_ghost_graph(data, pairs)
 
     def _compute_folded(self, data: Any, pairs: "LAMMPSPairs", owners: np.ndarray) -> None:
+        # pairs centred on ghosts (a ghost neighbour list) repeat their owners' pairs: skipped
         local = pairs.centers < pairs.nlocal
-        if not local.all():
-            raise ValueError("folded evaluation expects pairs centred on local atoms only")
-        edges = np.stack([pairs.centers, owners[pairs.neighbors]])
+        edges = np.stack([pairs.centers[local], owners[pairs.neighbors[local]]])
         if (edges[1] < 0).any():
             raise ValueError("a ghost atom images no local atom: is every atom on this rank?")
-        energies, pair_grads, _ = self.energies_and_gradients(
-            pairs.elems[:pairs.nlocal], edges, pairs.vectors, positions_grad=False)
+        energies, local_grads, _ = self.energies_and_gradients(
+            pairs.elems[:pairs.nlocal], edges, pairs.vectors[local], positions_grad=False)
         _write_energies(data, energies, pairs)
-        data.update_pair_forces(np.ascontiguousarray(pair_grads, dtype=np.float64))
+        pair_grads = np.zeros((len(pairs.centers), 3))
+        pair_grads[local] = local_grads
+        data.update_pair_forces(pair_grads)
 
     def _compute_ghost_graph(self, data: Any, pairs: "LAMMPSPairs") -> None:
         ghost_neighbors = pairs.neighbors >= pairs.nlocal
