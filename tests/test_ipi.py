@@ -8,8 +8,12 @@ prints are compared with MPNNCalculator called directly on the frames i-PI wrote
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +243,15 @@ def test_ipi_engine_that_dies_does_not_hang(tmp_path):
     with pytest.raises(RuntimeError, match="i-PI exited"):
         run.check()
 
+
+
+@pytest.mark.slow
+def test_pimd_workflow_runs(tmp_path):
+    pytest.importorskip("ipi", reason="the i-PI engine: pip install 'ase-mpnn[ipi]'")
+    script = Path(__file__).resolve().parents[1] / "workflows" / "pimd_ipi.py"
+    subprocess.run([sys.executable, str(script), "--steps", "10", "--beads", "2",
+                    "--timeout", str(IPI_TIMEOUT_S), "--out", str(tmp_path)],
+                   check=True, capture_output=True, text=True, timeout=2 * IPI_TIMEOUT_S + 60)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["beads"] == 2 and np.isfinite(summary["quantum_kinetic_cv_meV_per_atom"])
+    assert (tmp_path / "pimd_kinetic.png").stat().st_size > 10_000
