@@ -6,4 +6,7 @@ Each submodule needs its engine installed and is imported explicitly:
   (``pip install 'ase-mpnn[quacc]'``).
 - ``ase_mpnn.integrations.atomate2``: atomate2/jobflow relax, static and MD Makers
   (``pip install 'ase-mpnn[atomate2]'``).
+- ``ase_mpnn.integrations.ipi``: a potential as an i-PI force-field client over a socket
+  (``ase-mpnn serve``; the client needs only ASE, the i-PI engine
+  ``pip install 'ase-mpnn[ipi]'``).
 """
