@@ -58,7 +58,9 @@ class ServeSummary:
         evaluations: force evaluations answered (MD steps times beads, roughly).
         seconds: wall time from connection to the end of the run, s.
         neighbor_list_builds: Verlet lists built; the rest of the evaluations reused one.
-        ended_by: "exit" (i-PI sent EXIT) or "closed" (i-PI closed the socket).
+        ended_by: "exit" (i-PI sent EXIT, or closed the socket between two messages, which
+            ASE's client takes as the same) or "closed" (the connection broke mid-message).
+            A client cannot tell an i-PI that was killed from one that finished.
     """
 
     evaluations: int
