@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import device
+
 
 def _export_lammps(args: argparse.Namespace) -> int:
     from ..integrations.lammps import export_lammps
@@ -25,5 +27,6 @@ def add_commands(commands) -> None:
                              "reads them)")
     export.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="precision the model runs in inside LAMMPS (default: %(default)s)")
-    export.add_argument("--device", default="cpu", help="cpu or cuda[:n] (default: %(default)s)")
+    export.add_argument("--device", default="cpu", type=device,
+                        help="cpu or cuda[:n] (default: %(default)s)")
     export.set_defaults(func=_export_lammps)
