@@ -6,4 +6,6 @@ Each submodule needs its engine installed and is imported explicitly:
   (``pip install 'ase-mpnn[quacc]'``).
 - ``ase_mpnn.integrations.atomate2``: atomate2/jobflow relax, static and MD Makers
   (``pip install 'ase-mpnn[atomate2]'``).
+- ``ase_mpnn.integrations.torchsim``: ``MPNNModel``, a torch-sim model for batched MD and
+  relaxation of many systems in one graph (``pip install 'ase-mpnn[torchsim]'``).
 """

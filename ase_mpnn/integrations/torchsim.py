@@ -37,7 +37,8 @@ try:
     from torch_sim.state import SimState
 except ImportError as exc:  # pragma: no cover - exercised only without torch-sim
     raise ImportError(
-        "ase_mpnn.integrations.torchsim needs torch-sim: pip install 'ase-mpnn[torchsim]'"
+        "ase_mpnn.integrations.torchsim needs torch-sim (Python >= 3.11): "
+        "pip install 'ase-mpnn[torchsim]'"
     ) from exc
 
 from .. import keys
