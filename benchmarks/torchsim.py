@@ -90,8 +90,8 @@ class AseLoop:
             atoms.calc = MPNNCalculator(model, device=device, dtype=dtype)
             self.dynamics.append(Langevin(
                 atoms, timestep=TIMESTEP_FS * units.fs, temperature_K=TEMPERATURE_K,
-                friction=FRICTION_PER_FS / units.fs, rng=np.random.default_rng(k),
-                logfile=None))
+                friction=FRICTION_PER_FS / units.fs, fixcm=False,  # as torch-sim's
+                rng=np.random.default_rng(k), logfile=None))
 
     def run(self, steps: int) -> None:
         for dynamics in self.dynamics:

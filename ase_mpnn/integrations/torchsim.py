@@ -11,7 +11,7 @@ ase-mpnn potential:
     >>> final = ts.integrate(system=[cu, cuni], model=model, integrator=ts.nvt_langevin,
     ...                      n_steps=1000, temperature=600, timestep=0.002)  # doctest: +SKIP
 
-The state becomes one batched graph of ase-mpnn (``ase_mpnn.graph.BatchedSkinList``: a
+The state becomes one batched graph of ase-mpnn (``ase_mpnn.graph.batched_skin``: a
 Verlet list at cutoff + skin per system, reused across steps while provably complete, torch-
 sim's wrapping of atoms into the cell included), then the potential gives the energy of
 each system and, from one autograd pass, the forces and stress, exactly as the calculator
