@@ -299,9 +299,14 @@ def _atom_indices(indices: Sequence[int], n_atoms: int) -> np.ndarray:
     return chosen % max(n_atoms, 1)
 
 
+#: D3 cutoffs (Angstrom) the ``dispersion`` setting may shorten (simple-dftd3's by default)
+_D3_CUTOFFS = ("cutoff", "cn_cutoff", "three_body_cutoff")
+
+
 def normalized_dispersion(value: Any) -> str | dict | bool:
     """The ``dispersion`` setting in its JSON-safe form: False, "auto", or
-    {"functional": name, "three_body": bool} (the functional checked here)."""
+    {"functional": name, "three_body": bool, and any of cutoff, cn_cutoff,
+    three_body_cutoff in Angstrom} (the functional and cutoffs checked here)."""
     if value is None or value is False:
         return False
     if isinstance(value, str) and value == "auto":
@@ -309,12 +314,22 @@ def normalized_dispersion(value: Any) -> str | dict | bool:
     if isinstance(value, str):
         value = {"functional": value}
     if not isinstance(value, dict) or "functional" not in value \
-            or set(value) - {"functional", "three_body"}:
+            or set(value) - {"functional", "three_body", *_D3_CUTOFFS}:
         raise ValueError("dispersion must be a functional name, {'functional': name, "
-                         f"'three_body': bool}}, 'auto' or False, got {value!r}")
+                         "'three_body': bool, 'cutoff' / 'cn_cutoff' / 'three_body_cutoff': "
+                         f"Angstrom}}, 'auto' or False, got {value!r}")
     parameters = d3bj_parameters(value["functional"])  # raises for an unknown name
-    return {"functional": parameters.functional,
-            "three_body": bool(value.get("three_body", False))}
+    found = {"functional": parameters.functional,
+             "three_body": bool(value.get("three_body", False))}
+    for key in _D3_CUTOFFS:
+        if key in value:
+            cutoff = value[key]
+            if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) \
+                    or not 0 < cutoff < float("inf"):
+                raise ValueError(f"dispersion {key} must be a positive number of Angstrom, "
+                                 f"got {cutoff!r}")
+            found[key] = float(cutoff)
+    return found
 
 
 def _resolve_dispersion(setting: str | dict | bool, manifest: dict | None) -> dict | None:

@@ -29,6 +29,7 @@ BASE = {
                                                      "--model", MODEL],
     "vibrations": ["cu.cif", "--model", MODEL], "report": ["r.db"],
     "calibrate": [MODEL, "d.xyz", "-o", "c.mpnn"], "learn": ["l.yaml"],
+    "serve": ["--model", MODEL, "--structure", "cu.cif", "--unix", "fuzz"],
 }
 #: values no number or count option accepts
 NOT_NUMBERS = ["abc", "nan", "inf", "-inf", "1e999", "", "0x10", "1,5"]
@@ -64,6 +65,8 @@ def bad_values(action: argparse.Action) -> list[str]:
         return ["gpu", "cuda:x", "tpu"]
     if name == "json_object":
         return ["{", "[1, 2]", "3"]
+    if name == "inet":
+        return ["localhost", "host:0", ":31415", "host:port"]
     return []
 
 
@@ -113,7 +116,7 @@ def test_every_typed_option_is_found():
                           "--thermostat", "--plot", "--data", "--architecture", "--init",
                           "--set", "--species", "--elements", "--molecules", "--energy-key",
                           "--forces-key", "--stress-key", "--virials-key",
-                          "--config-type-key"}, (command, option)
+                          "--config-type-key", "--structure", "--unix"}, (command, option)
 
 
 @pytest.mark.parametrize("command, action", typed_options(),

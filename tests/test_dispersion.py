@@ -176,6 +176,22 @@ def test_manifest_flag_adds_d3_back_unless_switched_off(tmp_path):
     assert read_manifest(unflagged)["format_version"] == 1
 
 
+def test_calculator_dispersion_takes_shorter_cutoffs():
+    """dispersion={"functional": ..., "cutoff": A, "cn_cutoff": A} equals D3BJ with the same
+    cutoffs (and differs from the default ones); nonsense cutoffs are refused by name."""
+    atoms = _triclinic_cell()
+    short = {"cutoff": 12.0, "cn_cutoff": 8.0}
+    plain = _results(MPNNCalculator(_schnet(), dtype="float64", dispersion=False), atoms)
+    calc = MPNNCalculator(_schnet(), dtype="float64", dispersion={"functional": "pbe", **short})
+    d3_short = _results(D3BJ("pbe", **short), atoms)
+    np.testing.assert_allclose(_results(calc, atoms)["energy"],
+                               plain["energy"] + d3_short["energy"], rtol=1e-12)
+    assert abs(d3_short["energy"] - _results(D3BJ("pbe"), atoms)["energy"]) > 1e-4
+    for bad in (-1.0, float("nan"), "12", True):
+        with pytest.raises(ValueError, match="cn_cutoff"):
+            MPNNCalculator(_schnet(), dispersion={"functional": "pbe", "cn_cutoff": bad})
+
+
 def test_with_dispersion_potential_one_pass():
     atoms = _molecule()
     composed = with_dispersion(_schnet(("C", "H", "O")).double())

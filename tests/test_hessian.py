@@ -220,3 +220,17 @@ def test_hessian_includes_the_dispersion_add_on(small_potential):
     bare = _calc(small_potential, dispersion=False, skin=0.0).get_hessian(atoms)
     assert np.abs(with_d3 - bare).max() > 1e-3  # D3 adds curvature at these distances
     assert np.abs(with_d3 - testing.numerical_hessian(calc, atoms, 1e-5)).max() < 1e-6
+
+
+def test_hessian_of_periodic_dispersion_matches_finite_differences(small_potential):
+    """The dense image sums' backward, differentiated again, over many translations of a
+    small triclinic cell (shorter D3 cutoffs keep the test fast)."""
+    atoms = rattled_triclinic_cell(SPECIES)[:5]
+    assert atoms.pbc.all()
+    calc = _calc(small_potential, dispersion="pbe", skin=0.0)
+    (d3,) = calc.potential.addons
+    d3.cutoff, d3.cn_cutoff = 12.0, 9.0
+    bare = _calc(small_potential, skin=0.0).get_hessian(atoms)
+    with_d3 = calc.get_hessian(atoms)
+    assert np.abs(with_d3 - bare).max() > 1e-3
+    assert np.abs(with_d3 - testing.numerical_hessian(calc, atoms, 1e-5)).max() < 1e-6

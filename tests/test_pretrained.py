@@ -66,3 +66,14 @@ def test_builtin_model_reproduces_its_test_errors(name, tmp_path):
             assert key not in metrics
             continue
         assert metrics[key] == pytest.approx(manifest["test_metrics"][key], rel=1e-3), key
+
+
+def test_models_listing_shows_elements_and_global_inputs(capsys):
+    """``ase-mpnn models`` says which built-in takes a total charge and spin, so a user
+    does not find out from an UnsupportedInputError."""
+    from ase_mpnn.cli import main
+
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["xtb-chno-schnet-charge"].rstrip().endswith("H C N O     charge, spin")
+    assert rows["emt-cuni-schnet"].rstrip().endswith("-")

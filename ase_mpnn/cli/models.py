@@ -25,7 +25,7 @@ def _models(args: argparse.Namespace) -> int:
         print("no built-in models in this installation")
         return 0
     print(f"{'name':28s}{'architecture':>24s}{'params':>9s}{'E MAE meV/at':>14s}"
-          f"{'F MAE meV/A':>13s}{'S MAE meV/A3':>14s}")
+          f"{'F MAE meV/A':>13s}{'S MAE meV/A3':>14s}  {'elements':12s}{'inputs'}")
     for name in names:
         manifest = read_manifest(model_path(name))
         test = manifest.get("test_metrics", {})
@@ -34,8 +34,19 @@ def _models(args: argparse.Namespace) -> int:
             return f"{1e3 * test[key]:.2f}" if key in test else "-"
 
         print(f"{name:28s}{manifest['architecture']:>24s}{manifest['n_parameters']:>9d}"
-              f"{milli('energy_mae'):>14s}{milli('forces_mae'):>13s}{milli('stress_mae'):>14s}")
+              f"{milli('energy_mae'):>14s}{milli('forces_mae'):>13s}{milli('stress_mae'):>14s}"
+              f"  {' '.join(manifest['species']):12s}{_inputs(manifest)}")
     return 0
+
+
+def _inputs(manifest: dict) -> str:
+    """What the model reads besides the structure: its global inputs (total charge, spin)
+    and the D3 term it adds back, e.g. "charge, spin" or "+D3(pbe)"; "-" for none."""
+    found = list(manifest.get("hyperparameters", {}).get("global_inputs", []))
+    dispersion = manifest.get("dispersion")
+    if isinstance(dispersion, dict) and dispersion.get("subtracted"):
+        found.append(f"+D3({dispersion.get('functional')})")
+    return ", ".join(found) or "-"
 
 
 def _new(args: argparse.Namespace) -> int:

@@ -28,7 +28,8 @@ import torch
 
 from .. import keys
 from ..nn import scatter_sum
-from .imagesum import bj_damping, d3_counting, image_sum
+from .imagesum import pair_sums
+from .kernels import bj_damping, d3_counting
 from .pairs import ImagePairs, image_pairs
 from .tables import (
     CN_CUTOFF,
@@ -96,13 +97,14 @@ class D3Dispersion:
             raise ValueError(f"D3 has no reference data beyond Z = {MAX_Z}, got Z = "
                              f"{int(numbers.max())}")
         positions, cell = graph[keys.POSITIONS], graph[keys.CELL]
+        listed = [self.three_body_cutoff] if self._with_three_body() else []
         pairs = image_pairs(positions, cell, graph[keys.PBC], graph[keys.N_ATOMS],
-                            self.cutoffs())
+                            self.cutoffs(), listed)
         minimum, trans = pair_vectors(pairs, positions, cell)
         tables = d3_tables(positions.dtype, positions.device)
         c6 = self._pair_c6(pairs, minimum, trans, numbers, tables)
         energies = self._two_body(pairs, minimum, trans, numbers, tables, c6)
-        if self.three_body and self.parameters.s9 != 0:
+        if self._with_three_body():
             from .atm import atm_energies
 
             energies = energies + atm_energies(pairs, minimum, trans, numbers,
@@ -110,13 +112,16 @@ class D3Dispersion:
                                                self.three_body_cutoff, self.parameters)
         return energies
 
+    def _with_three_body(self) -> bool:
+        return self.three_body and self.parameters.s9 != 0
+
     def _pair_c6(self, pairs: ImagePairs, minimum: torch.Tensor, trans: torch.Tensor,
                  numbers: torch.Tensor, tables) -> torch.Tensor:
         """C6_ij (n_pairs,) eV A^6 of each atom pair, from the coordination numbers."""
         n_atoms = len(numbers)
-        index, t = pairs.within[self.cn_cutoff]
         radius = tables.rcov[numbers[pairs.first]] + tables.rcov[numbers[pairs.second]]
-        count = image_sum(d3_counting(K1_COUNTING), minimum, trans, radius[:, None], index, t)
+        count = pair_sums(d3_counting(K1_COUNTING), pairs, minimum, trans, radius[:, None],
+                          self.cn_cutoff)
         # each listed pair counts for both atoms (an atom and its image: twice, T and -T)
         cn = scatter_sum(count, pairs.first, n_atoms) + scatter_sum(count, pairs.second, n_atoms)
         reference_cn = tables.cn[numbers]  # (n_atoms, 7)
@@ -140,8 +145,7 @@ class D3Dispersion:
         qq = 3.0 * q[pairs.first] * q[pairs.second]  # C8 / C6 per atom pair, A^2
         r0 = p.a1 * torch.sqrt(qq) + p.a2
         static = torch.stack([r0**6, r0**8, p.s8 * qq], dim=-1)  # (n_pairs, 3)
-        index, t = pairs.within[self.cutoff]
-        summed = image_sum(bj_damping(p.s6), minimum, trans, static, index, t)  # over images
+        summed = pair_sums(bj_damping(p.s6), pairs, minimum, trans, static, self.cutoff)
         pair_energy = -0.5 * c6 * summed
         n_atoms = len(numbers)
         return (scatter_sum(pair_energy, pairs.first, n_atoms)

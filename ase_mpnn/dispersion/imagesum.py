@@ -1,100 +1,160 @@
-"""Sums over periodic images, S_p = sum_T f(|d_p + T|^2), with a hand-written backward.
+"""Dense sums over periodic images, S_p = sum_T w_pT f(|d_p + T|^2), for D3's two-body and
+coordination-number sums.
 
-The two-body sums of D3 run over millions of (atom pair, translation) entries. Written as
-plain torch operations, autograd keeps a dozen arrays of that length and each operation
-streams them through memory: 10x slower than simple-dftd3's loops on a 1372-atom cell.
-Here the entries are processed in blocks small enough to stay in cache, forward and
-backward (which recomputes the block instead of storing it), and only dS/dr^2 is
-needed per kernel: dS/dd_p = sum_T 2 f'(r^2) (d_p + T), dS/dT likewise.
+Every (atom pair p, lattice translation T) entry of one structure is laid out as a row of a
+dense (n_pairs, n_trans) block. The squared distances of a block are one matrix product,
+
+    |d_p + T|^2 = |d_p|^2 + 2 d_p . T + |T|^2,
+
+and the gradients are two more, dS/dd_p = 2 sum_T f'_pT (d_p + T) = 2 (F' 1) d_p + 2 F' T,
+so nothing is gathered or scattered per entry: at D3's cutoffs (tens of Angstrom) the
+entries outnumber the atom pairs a hundred times, and index_select / index_add_ on the
+entries cost more than the arithmetic. Entries beyond the cutoff are computed and
+masked; for the cells D3 meets (a cutoff larger than the cell) they are a minority.
+
+Weights w_pT: 1 for i < j; for an atom and its own images (i == j, d = 0) 1/2 for T != 0 and
+0 for T = 0, which counts each of the pairs {T, -T} once, as simple-dftd3 does.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
-#: entries per block: the block's arrays (a few times 8 x 3 x this) stay in L2 cache
-BLOCK = 1 << 15
+from .kernels import Kernel
 
-#: f(r2, params) -> (value, d value / d r2), both (n,); params (n, k) rows of the pairs
-Kernel = Callable[[torch.Tensor, torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor | None]]
+#: entries per block: a few (block,)-arrays of float64 stay in the L2 cache
+BLOCK = 1 << 18
 
-
-def bj_damping(s6: float) -> Kernel:
-    """s6 / (r^6 + R0^6) + s8 qq / (r^8 + R0^8) with params (R0^6, R0^8, s8 qq) per pair."""
-
-    def kernel(r2, params, derivative):
-        r0_6, r0_8, s8qq = params.unbind(-1)
-        r6 = r2 * r2 * r2
-        r8 = r6 * r2
-        d6, d8 = 1.0 / (r6 + r0_6), 1.0 / (r8 + r0_8)
-        value = s6 * d6 + s8qq * d8
-        if not derivative:
-            return value, None
-        return value, -(3.0 * s6 * d6 * d6 * r6 + 4.0 * s8qq * d8 * d8 * r8) / r2
-
-    return kernel
+#: up to this many entries f' is kept from the forward for the backward (32 MB float64)
+KEPT_ENTRIES = 1 << 22
 
 
-def d3_counting(k1: float) -> Kernel:
-    """The D3 coordination-number count 1 / (1 + exp(-k1 (R_cov / r - 1))), params (R_cov,)."""
-
-    def kernel(r2, params, derivative):
-        r = torch.sqrt(r2)
-        radius = params[:, 0]
-        value = torch.sigmoid(k1 * (radius / r - 1.0))
-        if not derivative:
-            return value, None
-        return value, -value * (1.0 - value) * k1 * radius / (2.0 * r2 * r)
-
-    return kernel
-
-
-def _squared_norm(v: torch.Tensor) -> torch.Tensor:
-    """|v|^2 per row of (n, 3): a matrix-vector product, 8x faster than (v * v).sum(-1)."""
-    return torch.mv(v * v, torch.ones(3, dtype=v.dtype, device=v.device))
+def _block_terms(kernel: Kernel, vectors: torch.Tensor, trans: torch.Tensor,
+                 trans2: torch.Tensor, params: torch.Tensor, weight: float | None,
+                 cutoff2: float, derivative: bool):
+    """(w f, w f' or None) of one block of rows (n_rows, n_trans). Entries beyond the
+    cutoff are 0, and their r^2 is replaced by the cutoff's so that nothing is evaluated
+    at r = 0; ``weight`` (1/2 for an atom with its own images) multiplies every entry."""
+    r2 = torch.addmm(trans2[None, :], vectors, trans.T, alpha=2.0)
+    r2 = r2 + (vectors * vectors).sum(-1, keepdim=True)
+    inside = (r2.detach() <= cutoff2).to(r2.dtype)
+    if weight is not None:
+        inside = inside * weight
+    # beyond the cutoff r^2 is clamped to it (zero gradient there), then masked
+    value, slope = kernel(r2.clamp(max=cutoff2), params[:, None, :], derivative)
+    return value * inside, (slope * inside if derivative else None)
 
 
-class _ImageSum(torch.autograd.Function):
+def _blocks(vectors: torch.Tensor, trans: torch.Tensor, cutoff2: float) -> list[tuple]:
+    """(row slice, number of translations) per block of rows. With the rows sorted by |d|
+    and the translations by |T|, a block needs only the translations |T| <= cutoff +
+    max |d| of the block: a prefix."""
+    with torch.no_grad():
+        lengths = torch.linalg.vector_norm(vectors, dim=1)
+        trans_lengths = torch.linalg.vector_norm(trans, dim=1).contiguous()
+        rows = max(1, BLOCK // max(len(trans), 1))
+        blocks = []
+        for start in range(0, len(vectors), rows):
+            block = slice(start, min(start + rows, len(vectors)))
+            reach = cutoff2 ** 0.5 + float(lengths[block].max())
+            n_cols = int(torch.searchsorted(trans_lengths, reach, right=True))
+            blocks.append((block, n_cols))
+    return blocks
+
+
+class _DenseImageSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, minimum, trans, params, pair, shift, kernel):
-        out = torch.zeros(len(minimum), dtype=minimum.dtype, device=minimum.device)
-        for start in range(0, len(pair), BLOCK):
-            p, t = pair[start:start + BLOCK], shift[start:start + BLOCK]
-            v = minimum.index_select(0, p) + trans.index_select(0, t)
-            value, _ = kernel(_squared_norm(v), params.index_select(0, p), False)
-            out.index_add_(0, p, value)
-        ctx.save_for_backward(minimum, trans, params, pair, shift)
-        ctx.kernel = kernel
-        return out
+    def forward(ctx, vectors, trans, params, own_images, cutoff2, kernel):
+        blocks = _blocks(vectors, trans, cutoff2)
+        trans2 = (trans * trans).sum(-1)
+        weight = 0.5 if own_images else None
+        # keep f' for the backward when it is small; otherwise (and for double backward)
+        # the backward recomputes it
+        keep = sum((b.stop - b.start) * n for b, n in blocks) <= KEPT_ENTRIES
+        parts, slopes = [], []
+        for block, n in blocks:
+            value, slope = _block_terms(kernel, vectors[block], trans[:n], trans2[:n],
+                                        params[block], weight, cutoff2, keep)
+            parts.append(value.sum(-1))
+            slopes.append(slope)
+        ctx.save_for_backward(vectors, trans, params)
+        ctx.kernel, ctx.cutoff2, ctx.blocks, ctx.own_images = kernel, cutoff2, blocks, own_images
+        ctx.slopes = slopes if keep else None
+        return torch.cat(parts) if parts else vectors.new_zeros(0)
 
     @staticmethod
     def backward(ctx, grad):
         # plain torch operations on the saved inputs: with create_graph (Hessians) autograd
-        # differentiates this backward too, so second derivatives include the image sums
-        minimum, trans, params, pair, shift = ctx.saved_tensors
-        grad_minimum, grad_trans = torch.zeros_like(minimum), torch.zeros_like(trans)
-        for start in range(0, len(pair), BLOCK):
-            p, t = pair[start:start + BLOCK], shift[start:start + BLOCK]
-            v = minimum.index_select(0, p) + trans.index_select(0, t)
-            _, slope = ctx.kernel(_squared_norm(v), params.index_select(0, p), True)
-            g = (2.0 * slope * grad.index_select(0, p))[:, None] * v
-            grad_minimum.index_add_(0, p, g)
+        # differentiates this backward too
+        vectors, trans, params = ctx.saved_tensors
+        trans2 = (trans * trans).sum(-1)
+        weight = 0.5 if ctx.own_images else None
+        grad_vectors, grad_trans = [], torch.zeros_like(trans)
+        recompute = ctx.slopes is None or torch.is_grad_enabled()
+        for k, (block, n) in enumerate(ctx.blocks):
+            v, t = vectors[block], trans[:n]
+            if recompute:
+                _, slope = _block_terms(ctx.kernel, v, t, trans2[:n], params[block], weight,
+                                        ctx.cutoff2, True)
+            else:
+                slope = ctx.slopes[k]
+            weighted = slope * (2.0 * grad[block, None])  # (rows, n): 2 g_p f'_pT
+            grad_vectors.append(weighted.sum(-1, keepdim=True) * v + weighted @ t)
             if ctx.needs_input_grad[1]:  # the translations depend on the cell: stress only
-                grad_trans.index_add_(0, t, g)
-        return grad_minimum, grad_trans, None, None, None, None
+                grad_t = weighted.T @ v + weighted.sum(0)[:, None] * t
+                grad_trans = grad_trans + torch.nn.functional.pad(
+                    grad_t, (0, 0, 0, len(trans) - n))
+        return torch.cat(grad_vectors), grad_trans, None, None, None, None
 
 
-def image_sum(kernel: Kernel, minimum: torch.Tensor, trans: torch.Tensor, params: torch.Tensor,
-              pair: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """S (n_pairs,): S[pair[e]] += f(|minimum[pair[e]] + trans[shift[e]]|^2, params[pair[e]]).
+def dense_image_sum(kernel: Kernel, vectors: torch.Tensor, trans: torch.Tensor,
+                    params: torch.Tensor, own_images: bool, cutoff: float) -> torch.Tensor:
+    """S (n_rows,) of one structure: sum over translations within ``cutoff`` (Angstrom).
 
     Args:
         kernel: f and its derivative in r^2 (``bj_damping``, ``d3_counting``).
-        minimum: (n_pairs, 3) minimum-image vectors, Angstrom (differentiable).
-        trans: (n_trans, 3) translation vectors, Angstrom (differentiable).
-        params: (n_pairs, k) per-pair constants of the kernel (no gradient).
-        pair, shift: (n_entries,) int64 the entries (pair, translation) to sum.
+        vectors: (n_rows, 3) minimum-image vectors d_p, Angstrom (differentiable), sorted
+            by length.
+        trans: (n_trans, 3) lattice translations T, Angstrom (differentiable), sorted by
+            length; T = 0 among them once, except with ``own_images``.
+        params: (n_rows, k) per-pair constants of the kernel (no gradient).
+        own_images: the rows are atoms paired with themselves (d = 0, T != 0): each entry
+            weighs 1/2, so that each of the pairs {T, -T} counts once.
     """
-    return _ImageSum.apply(minimum, trans, params.detach(), pair, shift, kernel)
+    return _DenseImageSum.apply(vectors, trans, params.detach(), bool(own_images),
+                                float(cutoff) ** 2, kernel)
+
+
+def pair_sums(kernel: Kernel, pairs, minimum: torch.Tensor, trans: torch.Tensor,
+              params: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """S (n_pairs,) of a batch (``pairs``: ``ImagePairs``, its structures consecutive):
+    ``dense_image_sum`` per structure, over the translations that can reach ``cutoff``,
+    atoms with themselves apart from the other pairs."""
+    pair_counts = torch.bincount(pairs.pair_graph, minlength=1).tolist()
+    trans_counts = torch.bincount(pairs.shift_graph, minlength=1).tolist()
+    own = pairs.first == pairs.second
+    with torch.no_grad():
+        lengths = torch.linalg.vector_norm(minimum.detach(), dim=1)
+        trans_lengths = torch.linalg.vector_norm(trans.detach(), dim=1)
+        shortest_first = torch.argsort(lengths)
+    out = minimum.new_zeros(len(minimum))
+    p0, t0 = 0, 0
+    for n_pairs, n_trans in zip(pair_counts, trans_counts):
+        rows, cols = slice(p0, p0 + n_pairs), slice(t0, t0 + n_trans)
+        p0, t0 = p0 + n_pairs, t0 + n_trans
+        if n_pairs == 0:
+            continue
+        # |d + T| <= cutoff needs |T| <= cutoff + |d|
+        reach = cutoff + float(lengths[rows].max())
+        keep = torch.nonzero(trans_lengths[cols] <= reach).flatten() + cols.start
+        keep = keep[torch.argsort(trans_lengths[keep])]
+        nonzero = keep[trans_lengths[keep] > 0]  # an atom meets itself only at T != 0
+        ordered = shortest_first[(shortest_first >= rows.start) & (shortest_first < rows.stop)]
+        for own_images, columns in ((False, keep), (True, nonzero)):
+            index = ordered[own[ordered] == own_images]
+            if len(index) and len(columns):
+                summed = dense_image_sum(kernel, minimum.index_select(0, index),
+                                         trans.index_select(0, columns),
+                                         params.index_select(0, index), own_images, cutoff)
+                out = out.index_add(0, index, summed)
+    return out

@@ -80,8 +80,9 @@ def _positive_half(shifts: torch.Tensor) -> torch.Tensor:
 
 
 def _structure_pairs(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
-                     cutoffs: list[float]):
-    """One structure's atom pairs, wraps, translations and hits (local indices)."""
+                     cutoffs: list[float], listed: list[float]):
+    """One structure's atom pairs, wraps, translations (reaching the largest of
+    ``cutoffs``) and hits within each of ``listed`` (local indices)."""
     n = len(positions)
     first, second = torch.triu_indices(n, n, device=positions.device)
     vectors = positions[second] - positions[first]
@@ -94,6 +95,8 @@ def _structure_pairs(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Ten
     reach = max(cutoffs)
     longest = float(torch.linalg.vector_norm(vectors, dim=1).max()) if n else 0.0
     shifts = _translations(cell, pbc, reach + longest)
+    if not listed:
+        return first, second, wrap, shifts, []
     translations = shifts @ cell
     # an atom and its own image: keep one of T and -T (r2 = inf for the others and T = 0)
     self_pairs = torch.nonzero(first == second).flatten()
@@ -101,8 +104,8 @@ def _structure_pairs(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Ten
     # |d + T|^2 = |d|^2 + 2 d.T + |T|^2: one matrix product per block of translations
     # instead of an (n_pairs, n_trans, 3) array
     d2, t2 = (vectors * vectors).sum(-1), (translations * translations).sum(-1)
-    squared = [c * c for c in cutoffs]
-    found: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in cutoffs]
+    squared = [c * c for c in listed]
+    found: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in listed]
     step = max(1, _CHUNK // max(len(vectors), 1))
     for start in range(0, len(shifts), step):
         block = slice(start, start + step)
@@ -118,29 +121,33 @@ def _structure_pairs(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Ten
 
 
 def image_pairs(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
-                n_atoms: torch.Tensor, cutoffs: list[float]) -> ImagePairs:
-    """Image pairs of a batch within each of ``cutoffs`` (Angstrom), without gradients.
+                n_atoms: torch.Tensor, cutoffs: list[float],
+                listed: list[float] | None = None) -> ImagePairs:
+    """Atom pairs and the translations that reach within the largest of ``cutoffs``
+    (Angstrom), with the (pair, translation) hits within each of ``listed`` (default: all
+    of ``cutoffs``), without gradients.
 
     Args:
         positions: (n_atoms, 3) Angstrom; cell: (n_graphs, 3, 3); pbc: (n_graphs, 3) bool;
         n_atoms: (n_graphs,) atoms per structure (consecutive in ``positions``).
     """
+    listed = list(cutoffs) if listed is None else list(listed)
     with torch.no_grad():
         positions, cell = positions.detach().double(), cell.detach().double()
         counts = n_atoms.tolist()
         if len(counts) == 1:  # the calculator's case: no offsets, no copies
             first, second, wrap, shifts, within = _structure_pairs(positions, cell[0], pbc[0],
-                                                                   list(cutoffs))
+                                                                   list(cutoffs), listed)
             zeros = torch.zeros_like
             return ImagePairs(first, second, wrap, zeros(first), shifts,
                               torch.zeros(len(shifts), dtype=torch.long, device=shifts.device),
-                              dict(zip(cutoffs, within)))
+                              dict(zip(listed, within)))
         parts, atom_offset, trans_offset = [], 0, 0
         pair_offset = 0
         for k, count in enumerate(counts):
             local = positions[atom_offset:atom_offset + count]
             first, second, wrap, shifts, within = _structure_pairs(local, cell[k], pbc[k],
-                                                                   list(cutoffs))
+                                                                   list(cutoffs), listed)
             within = [(p + pair_offset, t + trans_offset) for p, t in within]
             parts.append((first + atom_offset, second + atom_offset, wrap,
                           torch.full_like(first, k), shifts,
@@ -151,7 +158,7 @@ def image_pairs(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
             trans_offset += len(shifts)
         first, second, wrap, pair_graph, shifts, shift_graph, within = zip(*parts)
         hits = {c: tuple(torch.cat(side) for side in zip(*(w[k] for w in within)))
-                for k, c in enumerate(cutoffs)}
+                for k, c in enumerate(listed)}
         return ImagePairs(torch.cat(first), torch.cat(second), torch.cat(wrap),
                           torch.cat(pair_graph), torch.cat(shifts), torch.cat(shift_graph),
                           hits)
