@@ -12,4 +12,6 @@ Each submodule needs its engine installed and is imported explicitly:
 - ``ase_mpnn.integrations.ipi``: a potential as an i-PI force-field client over a socket
   (``ase-mpnn serve``; the client needs only ASE, the i-PI engine
   ``pip install 'ase-mpnn[ipi]'``).
+- ``ase_mpnn.integrations.torchsim``: ``MPNNModel``, a torch-sim model for batched MD and
+  relaxation of many systems in one graph (``pip install 'ase-mpnn[torchsim]'``).
 """
