@@ -34,7 +34,7 @@ docs: $(STAMP)
 # only the core requirements, and runs the demo there
 package-check: $(STAMP)
 	rm -rf dist
-	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m build --quiet --outdir dist .
 	$(BIN)/twine check --strict dist/*
 	PYTHON=$(PYTHON) sh tools/package_check.sh dist
 

@@ -13,6 +13,7 @@ trap 'rm -rf "$work"' EXIT
 "$work/venv/bin/python" -m pip install --quiet -c "$constraints" "$dist"/ase_mpnn-*.whl
 cd "$work"
 "$work/venv/bin/python" -c "import ase_mpnn, sys; p = ase_mpnn.__file__; print('ase_mpnn', ase_mpnn.__version__, 'from', p); sys.exit(0 if p.startswith('$work/venv/') else 1)"
+"$work/venv/bin/python" -c "import importlib.util as u; print('optional packages present in the core install:', [m for m in ('phonopy', 'dask', 'pymatgen', 'tblite', 'quacc', 'atomate2') if u.find_spec(m)] or 'none')"
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$work/venv/bin/ase-mpnn" demo --out "$work/demo_output"
 test -s "$work/demo_output/summary.json"
 echo "package check: the wheel installed into a fresh venv and ran the demo"
