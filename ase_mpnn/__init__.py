@@ -10,6 +10,7 @@ from .committee import Committee
 from .errors import (
     ASEMPNNError,
     InvalidStructureError,
+    MissingDependencyError,
     ModelFileError,
     UnknownArchitectureError,
     UnknownElementError,
@@ -26,6 +27,7 @@ __all__ = [
     "ASEMPNNError",
     "Committee",
     "InvalidStructureError",
+    "MissingDependencyError",
     "MPNNCalculator",
     "ModelFileError",
     "Potential",

@@ -14,6 +14,11 @@ class ASEMPNNError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
+class MissingDependencyError(ASEMPNNError, ImportError):
+    """An optional package is not installed; the message names the extra that installs it
+    (``pip install 'ase-mpnn[EXTRA]'``)."""
+
+
 class UnknownElementError(ASEMPNNError, ValueError):
     """The structure holds an element the model was not trained on."""
 

@@ -114,10 +114,12 @@ def evaluate(
         structures: ase.Atoms (or pymatgen structures); any mix of sizes, elements and pbc.
         model: a model file, built-in name, model object or a loaded Potential (as
             ``MPNNCalculator.potential``, used as it is unless device or dtype differ).
-        device, dtype: as for MPNNCalculator; None: the given Potential's own, else "auto"
-            and ``ase_mpnn.loading.DEFAULT_DTYPE``.
-        max_atoms, max_edges: budget of one chunk (one graph); an out-of-memory error halves
+        device: as for MPNNCalculator; None: the given Potential's own, else "auto".
+        dtype: as for MPNNCalculator; None: the given Potential's own, else
+            ``ase_mpnn.loading.DEFAULT_DTYPE``.
+        max_atoms: atoms in one chunk (one graph) at most; an out-of-memory error halves
             the chunk and retries.
+        max_edges: edges (neighbour pairs) in one chunk at most.
         errors: "raise" (default) stops at the first structure that fails its checks;
             "store" gives that structure ``{"error": message}`` and goes on.
         progress: show a tqdm bar over structures.

@@ -144,7 +144,8 @@ def relax_batch(
         fmax: convergence threshold on the largest (generalised) force, eV/A.
         steps: most FIRE steps per structure.
         cell_filter: relax the cell too (3-D periodic structures only).
-        device, dtype: as for ``ase_mpnn.batch.evaluate``.
+        device: as for ``ase_mpnn.batch.evaluate``.
+        dtype: as for ``ase_mpnn.batch.evaluate``.
         max_atoms: atoms kept relaxing together in one graph (structures wait for room; an
             out-of-memory error splits the graph).
         optimizer_kwargs: passed to ase.optimize.FIRE (e.g. maxstep, dt).

@@ -41,8 +41,9 @@ class D3BJ(Calculator):
         three_body: add the Axilrod-Teller-Muto three-body term.
         dtype: "float64" (default) or "float32".
         device: "cpu" or "cuda[:n]".
-        cutoff, cn_cutoff, three_body_cutoff: real-space cutoffs, Angstrom; default
-            simple-dftd3's 60, 40 and 40 Bohr.
+        cutoff: two-body real-space cutoff, Angstrom; default simple-dftd3's 60 Bohr.
+        cn_cutoff: coordination-number cutoff, Angstrom; default 40 Bohr.
+        three_body_cutoff: three-body cutoff, Angstrom; default 40 Bohr.
 
     Agrees with simple-dftd3 (``dftd3.ase.DFTD3(method=functional, damping="d3bj")``,
     ``params_tweaks={"method": functional, "atm": True}`` for three_body) to 1e-6

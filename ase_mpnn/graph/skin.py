@@ -16,6 +16,8 @@ With a fixed cell (G = I) this is the familiar "no atom moved more than skin / 2
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from ase import Atoms
 
@@ -41,7 +43,8 @@ class SkinNeighborList:
     ``builds`` and ``reuses`` count what happened, for tests and benchmarks.
     """
 
-    def __init__(self, cutoff: float, skin: float, species, min_distance: float = MIN_DISTANCE):
+    def __init__(self, cutoff: float, skin: float, species: Sequence[str],
+                 min_distance: float = MIN_DISTANCE):
         if not 0 <= skin <= cutoff:
             raise ValueError(f"skin must be between 0 and the cutoff ({cutoff:g} A), "
                              f"got {skin!r}")

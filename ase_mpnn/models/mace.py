@@ -103,7 +103,8 @@ class MACE(EquivariantModel):
         n_layers: message-passing layers (receptive field n_layers * cutoff).
         n_basis: Bessel functions of the distance.
         p: exponent of the polynomial envelope (>= 2).
-        radial_hidden, radial_layers: width and number of hidden layers of the radial MLPs.
+        radial_hidden: width of the hidden layers of the radial MLPs.
+        radial_layers: number of hidden layers of the radial MLPs.
         readout_hidden: hidden width of the last layer's readout MLP.
         avg_num_neighbors: fixed divisor of the neighbour sums.
         first_self_connection: give the first layer the self-connection too (mace-torch's

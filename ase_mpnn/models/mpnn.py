@@ -227,7 +227,10 @@ class MPNN(AtomisticModel):
         cutoff: neighbour cutoff radius, Angstrom.
         n_features: width F of the atom features.
         n_layers: number of message-passing layers T (receptive field T * cutoff).
-        message, aggregation, update, edge_updates: the design axes (see module doc).
+        message: "linear", "mlp", "filter" or "gated" (see the module docstring).
+        aggregation: "sum", "mean", "smoothmax", "attention" or "pna".
+        update: "residual", "gcn", "cgcnn", "gru" or "mlp".
+        edge_updates: update the edge features too, after each layer.
         message_width: width of messages (default n_features).
         n_basis: radial basis functions forming the initial edge features.
         radial_basis: "gaussian" or "bessel".

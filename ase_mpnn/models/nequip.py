@@ -161,7 +161,8 @@ class NequIP(EquivariantModel):
         n_layers: interaction blocks (receptive field n_layers * cutoff).
         n_basis: Bessel functions of the distance.
         p: exponent of the polynomial envelope (>= 2).
-        radial_hidden, radial_layers: width and number of hidden layers of the radial MLPs.
+        radial_hidden: width of the hidden layers of the radial MLPs.
+        radial_layers: number of hidden layers of the radial MLPs.
         avg_num_neighbors: fixed divisor of the neighbour sums.
         global_inputs: "charge" and/or "spin": total charge and multiplicity from
             atoms.info, embedded as even scalars added to the element embedding.

@@ -24,6 +24,7 @@ import numpy as np
 from ase import Atoms
 from tqdm import tqdm
 
+from .._compat import require
 from .._version import __version__
 from ..batch import evaluate, relax_batch
 from ..calculator import MPNNCalculator
@@ -134,11 +135,16 @@ def check_run_options(workers: int, chunk_size: int, threads: int, retries: int)
         require_integer(name, value, least)
 
 
+def _require_dask():
+    """The dask.distributed module, or MissingDependencyError naming the extra."""
+    return require("dask.distributed", "dask", "runs on Dask workers", package="dask")
+
+
 def make_client(workers: int, scheduler: str | None, threads: int):
     """A dask Client: to ``scheduler`` if given, else a LocalCluster of ``workers`` processes
     with one Dask thread each (torch then uses ``threads`` per process)."""
-    from dask.distributed import Client, LocalCluster
-
+    distributed = _require_dask()
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
     if scheduler:
         return Client(scheduler)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # inherited by the workers
@@ -170,6 +176,8 @@ def run(task: str, inputs: Sequence[str | os.PathLike], db: str | os.PathLike, m
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
     check_run_options(workers, chunk_size, threads, retries)
+    if workers or scheduler:
+        _require_dask()  # before any input is read
     options = {**DEFAULT_OPTIONS[task], **(options or {})}
     check_task_options(task, options)
     frames, unreadable = read_inputs(inputs)
@@ -223,8 +231,7 @@ def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -
     worker, so an innocent structure that shared a worker with the culprit can be blamed
     too. Only a structure that kills its worker while nothing else runs is recorded as
     failed."""
-    from dask.distributed import as_completed
-
+    as_completed = _require_dask().as_completed
     with make_client(workers, scheduler, threads) as client:
         model = {}
 

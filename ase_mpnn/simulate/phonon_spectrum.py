@@ -19,6 +19,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.dft.kpoints import parse_path_string
 
+from .._compat import require
 from ..checks import require_integer
 from .structures import prepare
 
@@ -49,6 +50,7 @@ def phonons(structure: Any, calc: Calculator, supercell: tuple[int, int, int] = 
     if method == "hessian" and not callable(getattr(calc, "get_hessian", None)):
         raise ValueError(f"method='hessian' needs a calculator with get_hessian "
                          f"(MPNNCalculator); {type(calc).__name__} has none")
+    require("phonopy", "phonons", "phonons")  # before any force is computed
     atoms = prepare(structure, calc)
     phonon = force_constants(atoms, calc, supercell, displacement, method)
     special, paths, connections, labels = band_path(atoms)
@@ -92,8 +94,9 @@ def force_constants(atoms: Atoms, calc: Calculator, supercell: tuple[int, int, i
     """A Phonopy object of ``atoms`` (the unit cell) with the supercell's force constants in
     eV/A^2, by ``method`` (see the module docstring): (n, n, 3, 3) from displacements,
     phonopy's compact (n_unit, n, 3, 3) from the Hessian rows of the unit cell's atoms."""
-    from phonopy import Phonopy
-    from phonopy.structure.atoms import PhonopyAtoms
+    Phonopy = require("phonopy", "phonons", "phonons").Phonopy
+    PhonopyAtoms = require("phonopy.structure.atoms", "phonons", "phonons",
+                           package="phonopy").PhonopyAtoms
 
     unit = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=atoms.cell.array,
                         scaled_positions=atoms.get_scaled_positions())

@@ -115,7 +115,8 @@ def check_data(paths: str | Path | Sequence[str | Path], keys: dict[str, str] | 
         paths: one file or several (any ase.io format, ase.db).
         keys: {"energy"|"forces"|"stress"|"virials"|"config_type": key}, default REF_*.
         max_force: |F| above this (eV/A) is a suspected outlier.
-        energy_z, energy_floor: the energy outlier rule (robust z, eV/atom).
+        energy_z: the energy outlier rule's threshold on the robust z score.
+        energy_floor: the energy outlier rule's smallest deviation counted, eV/atom.
     """
     keys = label_keys(keys)
     report = DataReport(paths=[str(p) for p in as_paths(paths)])

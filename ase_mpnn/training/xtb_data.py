@@ -28,7 +28,7 @@ from ase.md.langevin import Langevin
 from ase.optimize import BFGS
 from tqdm import tqdm
 
-from .._compat import thermalize
+from .._compat import require, thermalize
 from .emt_data import label
 
 #: molecules shipped as structure files (name -> file under ase_mpnn/structures)
@@ -44,11 +44,7 @@ RATTLED_FRACTION = 0.1
 def xtb_calculator(method: str = "GFN2-xTB", charge: int = 0, multiplicity: int = 1):
     """tblite's ASE calculator for a total charge (e) and multiplicity (2S + 1), or an
     ImportError that says how to install it."""
-    try:
-        from tblite.ase import TBLite
-    except ImportError as exc:
-        raise ImportError("GFN2-xTB reference data needs tblite: "
-                          "pip install 'ase-mpnn[xtb]' (or pip install tblite)") from exc
+    TBLite = require("tblite.ase", "xtb", "GFN2-xTB reference data", package="tblite").TBLite
     # accuracy 0.1 (tighter SCF than the default 1.0): labels then agree to ~1e-5 eV/A whatever
     # wavefunction the SCF starts from (the calculator reuses the previous frame's)
     return TBLite(method=method, accuracy=0.1, verbosity=0, charge=charge,
