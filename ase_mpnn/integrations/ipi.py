@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ase import Atoms
+from ase.calculators.calculator import Calculator
 from ase.calculators.socketio import SocketClient, SocketClosed
 
 from ..errors import ASEMPNNError, UnknownElementError
@@ -92,7 +93,7 @@ def check_species(atoms: Atoms, calculator) -> None:
             f"(it knows {sorted(known)})")
 
 
-def serve(atoms: Atoms, calculator, *, unix: str | None = None, host: str = "localhost",
+def serve(atoms: Atoms, calculator: Calculator, *, unix: str | None = None, host: str = "localhost",
           port: int | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
           use_stress: bool | None = None) -> ServeSummary:
     """Answer i-PI's force requests with ``calculator`` until i-PI ends the run.

@@ -157,7 +157,8 @@ def couple_fix_external(lmp: Any, model: Any, elements: Sequence[str], fix_id: s
         model: a built-in model's name, a model file, bytes or an in-memory model.
         elements: the element symbol of each LAMMPS atom type (type 1 first).
         fix_id: the ID of the fix external.
-        dtype, device: as ``LAMMPSPotential``.
+        dtype: "float64" or "float32", as ``LAMMPSPotential``.
+        device: "cpu" or "cuda[:n]", as ``LAMMPSPotential``.
     """
     if int(lmp.extract_setting("world_size")) != 1:
         raise ValueError("couple_fix_external runs on one MPI rank")
