@@ -32,6 +32,7 @@ from .dispersion import d3bj_parameters, with_dispersion
 from .errors import ModelFileError
 from .graph import MIN_DISTANCE, SkinNeighborList, collate, to_atoms
 from .graph.charge_spin import CHARGE_ALIASES, MULTIPLICITY_ALIASES
+from .graph.skin import check_skin
 from .loading import DEFAULT_DTYPE, ModelSource, dtype_name, load, resolve_device, resolve_dtype
 from .results import ase_properties, to_ase_results
 
@@ -131,7 +132,7 @@ class MPNNCalculator(Calculator):
         source = kwargs.pop("model", None)
         settings = {name: _normalized(name, value) for name, value in kwargs.items()}
         if "skin" in settings and source is None and hasattr(self, "potential"):
-            _check_skin(settings["skin"], self.potential.cutoff)
+            check_skin(settings["skin"], self.potential.cutoff)
         changed = super().set(**settings)
         if source is not None or set(changed) & set(self._RELOAD):
             self._load(self._source if source is None else source)
@@ -348,11 +349,6 @@ def _unknown_options(names: Sequence[str]) -> str:
     valid = ["model", *MPNNCalculator.default_parameters, *_ASE_KEYWORDS]
     return (f"MPNNCalculator got unknown option(s) {', '.join(map(repr, names))}; "
             f"valid options: {', '.join(valid)}")
-
-
-def _check_skin(skin: float, cutoff: float) -> None:
-    if not 0 <= skin <= cutoff:
-        raise ValueError(f"skin must be between 0 and the cutoff ({cutoff:g} A), got {skin!r}")
 
 
 def _portable_source(source: Any) -> str | list[str]:

@@ -49,6 +49,7 @@ from ase.md.verlet import VelocityVerlet
 from ase_mpnn import MPNNCalculator
 from ase_mpnn._compat import thermalize
 from ase_mpnn.integrations.ipi import ipi_command, serve
+from ase_mpnn.integrations.ipi_input import dynamics, ipi_input
 
 MODEL = "emt-cuni-schnet"
 TARGET_RATIO = 1.20
@@ -85,37 +86,18 @@ def copper(seed: int = 0):
     return atoms
 
 
-def ipi_input(socket: str, steps: int) -> str:
+def nve_input(socket: str, steps: int) -> str:
     """NVE of init.extxyz, 1 fs, properties every 50 steps, no trajectory or checkpoint."""
-    return f"""<simulation verbosity='quiet' safe_stride='1000000'>
-  <output prefix='bench'>
-    <properties stride='50' filename='out'> [ step, conserved, potential ] </properties>
-  </output>
-  <total_steps>{steps}</total_steps>
-  <prng><seed>31415</seed></prng>
-  <ffsocket name='mpnn' mode='unix' pbc='false'>
-    <address>{socket}</address> <latency>1e-4</latency>
-  </ffsocket>
-  <system>
-    <initialize nbeads='1'>
-      <file mode='ase'>init.extxyz</file>
-      <velocities mode='thermal' units='kelvin'>{TEMPERATURE_K}</velocities>
-    </initialize>
-    <forces><force forcefield='mpnn'/></forces>
-    <ensemble><temperature units='kelvin'>{TEMPERATURE_K}</temperature></ensemble>
-    <motion mode='dynamics'>
-      <dynamics mode='nve'><timestep units='femtosecond'>1</timestep></dynamics>
-    </motion>
-  </system>
-</simulation>
-"""
+    return ipi_input(socket, steps=steps, motion=dynamics("nve", timestep_fs=1),
+                     temperature_K=TEMPERATURE_K, properties_stride=50, prefix="bench",
+                     seed=31415, verbosity="quiet")
 
 
 def ipi_round(calc: TimedCalculator, atoms, steps: int, folder: Path) -> dict:
     """One i-PI NVE run of ``steps`` steps served by ``calc``; its step statistics."""
     socket = f"asempnn-bench-{uuid.uuid4().hex[:10]}"
     write(folder / "init.extxyz", atoms, format="extxyz")
-    (folder / "input.xml").write_text(ipi_input(socket, steps))
+    (folder / "input.xml").write_text(nve_input(socket, steps))
     with open(folder / "ipi.log", "w") as log:
         engine = subprocess.Popen([*ipi_command(), "input.xml"], cwd=folder, stdout=log,
                                   stderr=subprocess.STDOUT)

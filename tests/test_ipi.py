@@ -24,6 +24,7 @@ from ase.units import Hartree, kB
 from ase_mpnn import MPNNCalculator
 from ase_mpnn.cli import main
 from ase_mpnn.integrations.ipi import parse_inet, run_ipi, serve
+from ase_mpnn.integrations.ipi_input import dynamics, ipi_input
 
 from .conftest import cu_fcc
 
@@ -130,33 +131,15 @@ def test_parse_inet():
 
 # -- the real i-PI engine ------------------------------------------------------------------
 
-def ipi_input(name: str, steps: int, motion: str, nbeads: int = 1,
-              temperature_K: float = 300.0, trajectory_stride: int = 1) -> str:
+def cu_input(name: str, steps: int, motion: str, nbeads: int = 1,
+             temperature_K: float = 300.0, trajectory_stride: int = 1) -> str:
     """An i-PI input: Cu from init.extxyz, one UNIX-socket force field, outputs in atomic
     units (sim.out) and positions in Angstrom by ASE's constants (sim.pos_<bead>.extxyz)."""
-    return f"""<simulation verbosity='low' safe_stride='100000'>
-  <output prefix='sim'>
-    <properties stride='1' filename='out'>
-      [ step, conserved, potential, kinetic_cv, kinetic_td, temperature{{kelvin}} ]
-    </properties>
-    <trajectory filename='pos' stride='{trajectory_stride}' format='ase'> positions </trajectory>
-  </output>
-  <total_steps>{steps}</total_steps>
-  <prng><seed>20240601</seed></prng>
-  <ffsocket name='mpnn' mode='unix' pbc='false'>
-    <address>{name}</address> <latency>1e-4</latency> <timeout>120</timeout>
-  </ffsocket>
-  <system>
-    <initialize nbeads='{nbeads}'>
-      <file mode='ase'>init.extxyz</file>
-      <velocities mode='thermal' units='kelvin'>{temperature_K}</velocities>
-    </initialize>
-    <forces><force forcefield='mpnn'/></forces>
-    <ensemble><temperature units='kelvin'>{temperature_K}</temperature></ensemble>
-    <motion mode='dynamics'>{motion}</motion>
-  </system>
-</simulation>
-"""
+    return ipi_input(name, steps=steps, motion=motion, nbeads=nbeads,
+                     temperature_K=temperature_K, trajectory_stride=trajectory_stride,
+                     properties=["step", "conserved", "potential", "kinetic_cv",
+                                 "kinetic_td", "temperature{kelvin}"],
+                     seed=20240601, timeout_s=120)
 
 
 def run_engine(tmp_path, atoms, **xml) -> tuple[dict[str, np.ndarray], object]:
@@ -164,7 +147,7 @@ def run_engine(tmp_path, atoms, **xml) -> tuple[dict[str, np.ndarray], object]:
     pytest.importorskip("ipi", reason="the i-PI engine: pip install 'ase-mpnn[ipi]'")
     write(tmp_path / "init.extxyz", atoms, format="extxyz")
     name = socket_name()
-    (tmp_path / "input.xml").write_text(ipi_input(name, **xml))
+    (tmp_path / "input.xml").write_text(cu_input(name, **xml))
     run = run_ipi(tmp_path / "input.xml", model=MODEL, structure=tmp_path / "init.extxyz",
                   unix=name, cwd=tmp_path, dtype="float64", timeout_s=IPI_TIMEOUT_S).check()
     table = np.loadtxt(tmp_path / "sim.out", ndmin=2)
@@ -172,7 +155,7 @@ def run_engine(tmp_path, atoms, **xml) -> tuple[dict[str, np.ndarray], object]:
     return dict(zip(columns, table.T)), run
 
 
-NVE = """<dynamics mode='nve'><timestep units='femtosecond'>2</timestep></dynamics>"""
+NVE = dynamics("nve", timestep_fs=2)
 
 
 @pytest.mark.slow
@@ -206,8 +189,7 @@ def test_ipi_path_integral_nvt_kinetic_energy(tmp_path):
     """
     atoms = cu_fcc(repeat=2)
     temperature = 100.0
-    motion = """<dynamics mode='nvt'><timestep units='femtosecond'>1</timestep>
-      <thermostat mode='pile_l'><tau units='femtosecond'>100</tau></thermostat></dynamics>"""
+    motion = dynamics("nvt", timestep_fs=1, thermostat_tau_fs=100)
     properties, run = run_engine(tmp_path, atoms, steps=60, motion=motion, nbeads=4,
                                  temperature_K=temperature, trajectory_stride=20)
     assert run.client_returncode == 0 and "run ended by i-PI (exit)" in run.client_output
@@ -233,7 +215,7 @@ def test_ipi_engine_that_dies_does_not_hang(tmp_path):
     pytest.importorskip("ipi", reason="the i-PI engine: pip install 'ase-mpnn[ipi]'")
     write(tmp_path / "init.extxyz", cu_fcc(), format="extxyz")
     name = socket_name()
-    bad = ipi_input(name, steps=5, motion="<dynamics mode='no-such-mode'/>")
+    bad = cu_input(name, steps=5, motion="<dynamics mode='no-such-mode'/>")
     (tmp_path / "input.xml").write_text(bad)
     run = run_ipi(tmp_path / "input.xml", model=MODEL, structure=tmp_path / "init.extxyz",
                   unix=name, cwd=tmp_path, timeout_s=IPI_TIMEOUT_S,

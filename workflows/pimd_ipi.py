@@ -30,43 +30,21 @@ from ase.io import write  # noqa: E402
 from ase.units import Hartree, kB  # noqa: E402
 
 from ase_mpnn.integrations.ipi import run_ipi  # noqa: E402
+from ase_mpnn.integrations.ipi_input import dynamics, ipi_input  # noqa: E402
 
 #: the columns of i-PI's property table (sim.out), in i-PI's units (Hartree, fs, K)
 COLUMNS = ["step", "time_fs", "temperature_K", "potential", "kinetic_md", "kinetic_cv",
            "kinetic_td", "conserved"]
 
 
-def ipi_input(socket: str, beads: int, steps: int, temperature_K: float,
-              timestep_fs: float, seed: int) -> str:
+def pimd_input(socket: str, beads: int, steps: int, temperature_K: float,
+               timestep_fs: float, seed: int) -> str:
     """i-PI input: NVT with PILE-L of init.extxyz with ``beads`` beads."""
-    return f"""<simulation verbosity='low' safe_stride='1000000'>
-  <output prefix='sim'>
-    <properties stride='1' filename='out'>
-      [ step, time{{femtosecond}}, temperature{{kelvin}}, potential, kinetic_md, kinetic_cv,
-        kinetic_td, conserved ]
-    </properties>
-  </output>
-  <total_steps>{steps}</total_steps>
-  <prng><seed>{seed}</seed></prng>
-  <ffsocket name='mpnn' mode='unix' pbc='false'>
-    <address>{socket}</address> <latency>1e-4</latency>
-  </ffsocket>
-  <system>
-    <initialize nbeads='{beads}'>
-      <file mode='ase'>init.extxyz</file>
-      <velocities mode='thermal' units='kelvin'>{temperature_K}</velocities>
-    </initialize>
-    <forces><force forcefield='mpnn'/></forces>
-    <ensemble><temperature units='kelvin'>{temperature_K}</temperature></ensemble>
-    <motion mode='dynamics'>
-      <dynamics mode='nvt'>
-        <timestep units='femtosecond'>{timestep_fs}</timestep>
-        <thermostat mode='pile_l'><tau units='femtosecond'>100</tau></thermostat>
-      </dynamics>
-    </motion>
-  </system>
-</simulation>
-"""
+    return ipi_input(socket, steps=steps, nbeads=beads, temperature_K=temperature_K,
+                     motion=dynamics("nvt", timestep_fs, thermostat_tau_fs=100),
+                     properties=["step", "time{femtosecond}", "temperature{kelvin}",
+                                 "potential", "kinetic_md", "kinetic_cv", "kinetic_td",
+                                 "conserved"], seed=seed)
 
 
 def run(atoms, beads: int, args: argparse.Namespace, folder: Path) -> dict[str, np.ndarray]:
@@ -74,7 +52,7 @@ def run(atoms, beads: int, args: argparse.Namespace, folder: Path) -> dict[str, 
     folder.mkdir(parents=True, exist_ok=True)
     write(folder / "init.extxyz", atoms, format="extxyz")
     socket = f"pimd-{uuid.uuid4().hex[:10]}"
-    (folder / "input.xml").write_text(ipi_input(socket, beads, args.steps, args.temperature,
+    (folder / "input.xml").write_text(pimd_input(socket, beads, args.steps, args.temperature,
                                                 args.timestep, args.seed))
     outcome = run_ipi(folder / "input.xml", model=args.model, structure=folder / "init.extxyz",
                       unix=socket, cwd=folder, dtype=args.dtype, timeout_s=args.timeout)

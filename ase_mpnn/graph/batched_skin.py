@@ -29,6 +29,7 @@ from ase import Atoms
 from .. import keys
 from ..errors import ASEMPNNError, InvalidStructureError
 from .batching import Graph
+from .skin import check_skin
 from .structure import MIN_DISTANCE, Structure, make_structure
 
 
@@ -46,9 +47,7 @@ class BatchedSkinList:
 
     def __init__(self, cutoff: float, skin: float, species: Sequence[str],
                  min_distance: float = MIN_DISTANCE):
-        if not 0 <= skin <= cutoff:
-            raise ValueError(f"skin must be between 0 and the cutoff ({cutoff:g} A), "
-                             f"got {skin!r}")
+        check_skin(skin, cutoff)
         self.cutoff, self.skin = float(cutoff), float(skin)
         self.species, self.min_distance = list(species), float(min_distance)
         self.builds = self.reuses = 0

@@ -31,6 +31,12 @@ from .structure import (
 )
 
 
+def check_skin(skin: float, cutoff: float) -> None:
+    """A Verlet skin must lie in [0, cutoff] (Angstrom): ValueError naming both otherwise."""
+    if not 0 <= skin <= cutoff:
+        raise ValueError(f"skin must be between 0 and the cutoff ({cutoff:g} A), got {skin!r}")
+
+
 class SkinNeighborList:
     """Per-calculator neighbour-list cache with a Verlet skin.
 
@@ -45,9 +51,7 @@ class SkinNeighborList:
 
     def __init__(self, cutoff: float, skin: float, species: Sequence[str],
                  min_distance: float = MIN_DISTANCE):
-        if not 0 <= skin <= cutoff:
-            raise ValueError(f"skin must be between 0 and the cutoff ({cutoff:g} A), "
-                             f"got {skin!r}")
+        check_skin(skin, cutoff)
         self.cutoff, self.skin = float(cutoff), float(skin)
         self.species, self.min_distance = list(species), float(min_distance)
         self.builds = self.reuses = 0
