@@ -3,6 +3,8 @@ fresh lists, through moves, wrapping into the cell and cell changes."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -53,7 +55,8 @@ def assert_same(got, expected):
 
 @pytest.fixture()
 def potential64(potential):
-    return potential.to(DTYPE)
+    # a copy: Module.to converts in place, and ``potential`` is shared by the whole session
+    return copy.deepcopy(potential).to(DTYPE)
 
 
 def test_moves_wraps_and_strains_equal_fresh_lists(potential64):

@@ -121,6 +121,8 @@ def test_float32_keeps_the_physics_to_float32_precision(model):
 def _raw_energy_magnitude(potential, atoms) -> float:
     """sum_i scale (|e_i| + |e_iso|) + |shift + E0| in float64, eV: the size of every term
     summed into the energy (e_i: the model's per-atom outputs, e_iso: an isolated atom's)."""
+    import copy
+
     import torch
 
     from ase_mpnn import keys
@@ -129,7 +131,7 @@ def _raw_energy_magnitude(potential, atoms) -> float:
 
     if isinstance(potential, Committee):  # its mean: bounded by its largest member's terms
         return max(_raw_energy_magnitude(member, atoms) for member in potential.members)
-    potential = potential.double()
+    potential = copy.deepcopy(potential).double()  # Module.double converts in place
     graph = build_graph(atoms, potential.cutoff, potential.species, dtype=torch.float64)
     graph = edge_geometry(graph, graph[keys.POSITIONS], graph[keys.CELL])
     species = graph[keys.SPECIES]
