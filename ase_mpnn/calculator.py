@@ -333,6 +333,14 @@ def normalized_dispersion(value: Any) -> str | dict | bool:
     return found
 
 
+def resolve_dispersion(setting: Any, manifest: dict | None) -> dict | None:
+    """The D3 settings (``with_dispersion`` keywords) a ``dispersion`` option asks for on a
+    model with this manifest, or None: the option checked (``normalized_dispersion``), and
+    "auto" read from the model file's record. For engines that build their own potential
+    (``ase_mpnn.integrations.torchsim``)."""
+    return _resolve_dispersion(normalized_dispersion(setting), manifest)
+
+
 def _resolve_dispersion(setting: str | dict | bool, manifest: dict | None) -> dict | None:
     """The D3 settings to add: the explicit ones, or for "auto" the model file's record
     {"functional": ..., "subtracted": true} (trained on D3-subtracted labels)."""

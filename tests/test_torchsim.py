@@ -117,6 +117,23 @@ def test_batch_equals_the_calculator(model, calc):
         np.testing.assert_allclose(out["stress"][k].numpy(), stress, rtol=0, atol=1e-8)
 
 
+def test_dispersion_option_equals_the_calculator_s():
+    """MPNNModel(dispersion=...) takes what MPNNCalculator takes (a name, a dict with
+    cutoffs) and adds the same D3; a bad option is refused by name."""
+    structures = systems()[:2]
+    options = {"functional": "pbe", "cutoff": 15.0, "cn_cutoff": 10.0}
+    for option in ("pbe", options):
+        wrapped = MPNNModel(MODEL, device="cpu", dtype=F64, dispersion=option)
+        out = wrapped(state_of(structures))
+        calc = MPNNCalculator(MODEL, device="cpu", dtype="float64", dispersion=option)
+        for k, atoms in enumerate(structures):
+            energy, _, stress = reference(calc, atoms)
+            assert abs(out["energy"][k].item() - energy) < 1e-8
+            np.testing.assert_allclose(out["stress"][k].numpy(), stress, rtol=0, atol=1e-8)
+    with pytest.raises(ValueError, match="pbx"):
+        MPNNModel(MODEL, device="cpu", dtype=F64, dispersion="pbx")
+
+
 def test_one_system_at_a_time_and_a_cluster(model, calc):
     """Each system alone (a new batch rebuilds the lists) and a non-periodic cluster, whose
     stress is NaN (it has no volume)."""

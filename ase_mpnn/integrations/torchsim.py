@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch-si
     ) from exc
 
 from .. import keys
-from ..calculator import DEFAULT_SKIN, _resolve_dispersion
+from ..calculator import DEFAULT_SKIN, resolve_dispersion
 from ..dispersion import with_dispersion
 from ..graph import MIN_DISTANCE
 from ..graph.batched_skin import BatchedSkinList
@@ -96,7 +96,7 @@ class MPNNModel(ModelInterface):
         self._compute_forces, self._compute_stress = bool(compute_forces), bool(compute_stress)
         self._memory_scales_with = "n_atoms_x_density"
         potential = potential_for(model, self._device, self._dtype)
-        settings = _resolve_dispersion(dispersion, getattr(potential, "manifest", None))
+        settings = resolve_dispersion(dispersion, getattr(potential, "manifest", None))
         if settings:
             potential = with_dispersion(potential, **settings)
         object.__setattr__(self, "potential", potential)  # not a submodule (see above)
