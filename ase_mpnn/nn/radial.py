@@ -26,7 +26,7 @@ class ExactGrid(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.register_load_state_dict_post_hook(lambda module, _: module._rewrite_grids())
+        self.register_load_state_dict_post_hook(_rewrite_grids_after_load)
 
     def _rewrite_grids(self) -> None:
         with torch.no_grad():
@@ -38,6 +38,11 @@ class ExactGrid(nn.Module):
         out = super()._apply(*args, **kwargs)
         self._rewrite_grids()
         return out
+
+
+def _rewrite_grids_after_load(module: ExactGrid, _incompatible_keys) -> None:
+    """Load-state-dict post-hook (a module-level function: the module stays picklable)."""
+    module._rewrite_grids()
 
 
 class GaussianBasis(ExactGrid):
