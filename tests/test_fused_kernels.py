@@ -70,3 +70,35 @@ def test_edge_updates_keep_the_per_edge_path():
     model = MPNN(SPECIES, 4.0, n_features=8, n_layers=1, message="filter", edge_updates=True)
     assert not model.share_bond_filters
     assert MPNN(SPECIES, 4.0, n_features=8, n_layers=1, message="filter").share_bond_filters
+
+
+def test_bond_shared_filters_in_chunks_and_without_bonds(monkeypatch):
+    """Edges split into chunks of whole atoms read the bond filters of all bonds; a graph
+    too large for bonds (more than CHECKPOINT_EDGES edges) takes the per-edge path.
+    Both give the per-edge results."""
+    from ase.build import bulk
+
+    from ase_mpnn.models import mpnn
+    from ase_mpnn.nn import chunks
+
+    potential = make_preset("SchNet").double()
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
+    atoms.symbols[::3] = "Ni"
+    atoms.rattle(0.05, seed=4)
+    graph = build_graph(atoms, potential.cutoff, SPECIES, dtype=torch.float64)
+    centers = graph[keys.EDGE_INDEX][0]
+    monkeypatch.setattr(chunks, "EDGE_CHUNK", 50)
+    assert len(chunks.atom_chunks(centers, len(atoms))) > 2
+
+    def results(bond_filters: bool):
+        potential.model.bond_filters_enabled = bond_filters
+        out = potential(graph, forces=True, stress=True)
+        return [out[keys.ENERGY], out[keys.FORCES], out[keys.STRESS]]
+
+    reference = results(False)
+    for a, b in zip(results(True), reference):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    monkeypatch.setattr(mpnn, "CHECKPOINT_EDGES", 0)
+    assert potential.model._bonds(graph, torch.ones(centers.shape[0])) is None
+    for a, b in zip(results(True), reference):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
