@@ -156,10 +156,26 @@ def stage_row(calc: MPNNCalculator, atoms, budget_s: float) -> dict[str, Any]:
                              skin=0.5)
     ms["call_skin"], ms["outside_share_skin"] = timed_calls(skinned, atoms, budget_s, move=True)
     ms["backward"] = max(0.0, ms["forward_backward"] - ms["forward"])
+    gflop = matmul_gflop(forward_backward)
     return {"kind": "stages", "atoms": len(atoms), "edges": record.n_edges, **ms,
-            "us_per_atom": 1e3 * ms["call"] / len(atoms),
+            "us_per_atom": 1e3 * ms["call"] / len(atoms), "gflop": gflop,
+            "gflops_per_s": gflop / (1e-3 * ms["forward_backward"]),
             "energy_per_atom": float(out[keys.ENERGY].detach().sum()) / len(atoms),
             "peak_rss_mb": peak_rss_mb()}
+
+
+def matmul_gflop(function: Callable[[], Any]) -> float:
+    """GFLOP of the matrix products (mm, addmm, bmm, ...) one call of ``function`` runs,
+    its autograd passes included, counted by torch's FlopCounterMode: the work a CPU's
+    matmul peak bounds (elementwise operations are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with FlopCounterMode(display=False) as counter:
+            function()
+    except Exception:  # noqa: BLE001 - e.g. a compiled model the mode cannot see into
+        return float("nan")
+    return counter.get_total_flops() / 1e9
 
 
 def scale_row(calc: MPNNCalculator, n_atoms: int) -> dict[str, Any]:

@@ -20,6 +20,9 @@ benchmarks/results/run.json, and exits 1 when a target is missed:
 - neighbour lists under 2 % of an MD step with the skin;
 - time per atom at 10976 atoms within 1.3x of that at 1372 (calls alternating between the
   two cells, best of three);
+- schnet (64 features x 3 interactions) at 108 atoms within 3x of the matmul limit: the
+  matrix-product FLOPs of its energy+forces+stress pass (torch's FlopCounterMode, printed
+  per model as GFLOP with the achieved GFLOP/s) at this CPU's peak (PEAK_GFLOPS);
 - the peers' ratios (peers.py's targets);
 - with --scale, every 108,000-atom call within 24 GiB.
 
@@ -50,6 +53,9 @@ MAX_OUTSIDE_SHARE_108 = 0.10
 MAX_MD_NEIGHBOR_SHARE = 0.02
 MAX_PER_ATOM_GROWTH = 1.3  # time per atom at 10976 / at 1372
 MAX_SCALE_MEMORY_MB = 24 * 1024
+#: matmul peak of the 2-thread benchmark machine (GFLOP/s), the limit the FLOP column uses
+PEAK_GFLOPS = {"float32": 154.0, "float64": 70.0}
+MAX_SCHNET_OVER_FLOP_LIMIT = 3.0  # schnet at 108 atoms: call time / time at the matmul peak
 
 
 def run_worker(arguments: list[str], threads: int) -> list[dict[str, Any]]:
@@ -75,7 +81,8 @@ def stage_rows(arguments: list[str], threads: int) -> list[dict[str, Any]]:
 
 STAGE_HEADER = (f"{'model':8s}{'dtype':8s}{'atoms':>7s}{'edges':>9s}{'nl':>8s}{'graph':>8s}"
                 f"{'fwd':>9s}{'bwd':>9s}{'numpy':>7s}{'call ms':>10s}{'us/atom':>9s}"
-                f"{'outside':>8s}{'skin call':>10s}{'outside':>8s}{'peak MB':>9s}")
+                f"{'outside':>8s}{'skin call':>10s}{'outside':>8s}{'peak MB':>9s}"
+                f"{'GFLOP':>8s}{'GFLOP/s':>9s}{'x limit':>8s}")
 
 
 def stage_line(r: dict) -> str:
@@ -83,7 +90,18 @@ def stage_line(r: dict) -> str:
             f"{r['neighbor_list']:8.1f}{r['graph']:8.2f}{r['forward']:9.1f}{r['backward']:9.1f}"
             f"{r['to_numpy']:7.2f}{r['call']:10.1f}{r['us_per_atom']:9.1f}"
             f"{100 * r['outside_share']:7.1f}%{r['call_skin']:10.1f}"
-            f"{100 * r['outside_share_skin']:7.1f}%{r['peak_rss_mb']:9.0f}")
+            f"{100 * r['outside_share_skin']:7.1f}%{r['peak_rss_mb']:9.0f}"
+            f"{r['gflop']:8.3f}{r['gflops_per_s']:9.1f}{over_flop_limit(r):8.1f}")
+
+
+def flop_limit_ms(r: dict) -> float:
+    """ms of the row's matrix products at this CPU's matmul peak (PEAK_GFLOPS)."""
+    return 1e3 * r["gflop"] / PEAK_GFLOPS[r["dtype"]]
+
+
+def over_flop_limit(r: dict) -> float:
+    """A call's time over its matmul work at the peak: 1 is the FLOP limit."""
+    return r["call"] / max(flop_limit_ms(r), 1e-9)
 
 
 def md_line(r: dict) -> str:
@@ -104,6 +122,11 @@ def check_targets(rows: list[dict]) -> list[str]:
         if r["atoms"] == 108 and r["outside_share"] > MAX_OUTSIDE_SHARE_108:
             missed.append(f"{r['architecture']} {r['dtype']} 108 atoms: "
                           f"{100 * r['outside_share']:.1f} % outside the model (< 10 %)")
+        if (r["architecture"] == "schnet" and r["atoms"] == 108 and "gflop" in r
+                and over_flop_limit(r) > MAX_SCHNET_OVER_FLOP_LIMIT):
+            missed.append(f"schnet {r['dtype']} 108 atoms: {r['call']:.1f} ms is "
+                          f"{over_flop_limit(r):.1f}x the matmul limit {flop_limit_ms(r):.2f} ms "
+                          f"(<= {MAX_SCHNET_OVER_FLOP_LIMIT:.0f}x)")
     for r in rows:
         if r["kind"] == "growth" and r["per_atom_growth"] > MAX_PER_ATOM_GROWTH:
             missed.append(f"{r['architecture']} {r['dtype']}: time per atom at {r['large']} "

@@ -175,9 +175,11 @@ def test_file_from_the_core_release_gives_the_same_results():
     atoms = Atoms(reference["symbols"], positions=reference["positions"],
                   cell=reference["cell"], pbc=True)
     atoms.calc = MPNNCalculator(data / "schnet_core_v1.mpnn", dtype="float64")
-    assert atoms.get_potential_energy() == pytest.approx(reference["energy"], abs=1e-10)
-    np.testing.assert_allclose(atoms.get_forces(), reference["forces"], atol=1e-10)
-    np.testing.assert_allclose(atoms.get_stress(), reference["stress"], atol=1e-12)
+    # the reference was computed with the Gaussian centres rounded to float32 (as the file
+    # stores them); float64 now uses the exact grid, a change of a few 1e-10 eV
+    assert atoms.get_potential_energy() == pytest.approx(reference["energy"], abs=1e-8)
+    np.testing.assert_allclose(atoms.get_forces(), reference["forces"], atol=1e-8)
+    np.testing.assert_allclose(atoms.get_stress(), reference["stress"], atol=1e-10)
 
 
 def test_saved_file_has_normal_permissions(model_file):

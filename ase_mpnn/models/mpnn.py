@@ -36,9 +36,11 @@ from torch import nn
 
 from .. import keys
 from ..nn import make_envelope, make_radial_basis, mlp
-from ..nn.chunks import atom_chunks, map_chunks, split_edges
+from ..nn.chunks import CHECKPOINT_EDGES, atom_chunks, map_chunks, split_edges
+from ..nn.edge_pairs import edge_pairs
+from ..nn.filter_sum import BondEdges, filter_sum
 from ..nn.global_state import make_global_embedding
-from ..nn.message_passing import make_aggregation
+from ..nn.message_passing import SumAggregation, make_aggregation
 from .base import AtomisticModel, check_positive_ints, register_architecture
 
 MESSAGES = ("linear", "mlp", "filter", "gated")
@@ -80,7 +82,11 @@ class MLPMessage(NodeProjection, nn.Module):
 
 
 class FilterMessage(nn.Module):
-    """m_uv = in2f(h_u) * filter_net(e_uv): SchNet's continuous-filter convolution."""
+    """m_uv = in2f(h_u) * filter_net(e_uv): SchNet's continuous-filter convolution.
+
+    ``bond_filters`` evaluates the filter network once per bond (an edge and its reverse,
+    ``ase_mpnn.nn.edge_pairs``), for the bond-shared path of ``MessagePassingLayer``.
+    """
 
     def __init__(self, n_features: int, n_edge: int, width: int, activation: str):
         super().__init__()
@@ -92,6 +98,10 @@ class FilterMessage(nn.Module):
 
     def forward(self, p, edges, centers, neighbors):
         return p.index_select(0, neighbors) * self.filter_net(edges)
+
+    def bond_filters(self, bond_edges: torch.Tensor) -> torch.Tensor:
+        """(n_bonds, n_edge) edge features of each bond -> (n_bonds, width) filters."""
+        return self.filter_net(bond_edges)
 
 
 class GatedMessage(NodeProjection, nn.Module):
@@ -191,15 +201,24 @@ class MessagePassingLayer(nn.Module):
         self.edge_update = (mlp([2 * n_features + n_edge, n_edge, n_edge], activation)
                             if edge_updates else None)
 
-    def forward(self, h, edges, weight, centers, neighbors, chunks=None):
+    @property
+    def shares_bond_filters(self) -> bool:
+        """True when its messages can read one filter per bond (``BondEdges``): filter
+        messages and edge features that stay functions of the bond length."""
+        return isinstance(self.message, FilterMessage) and self.edge_update is None
+
+    def forward(self, h, edges, weight, centers, neighbors, chunks=None, bonds=None):
         """h (n_atoms, F), edges (n_edges, n_edge), weight (n_edges,) -> (h', edges').
 
         ``chunks`` (from ase_mpnn.nn.chunks.atom_chunks) splits the edge work into blocks
-        of whole atoms; the results do not depend on it.
+        of whole atoms; the results do not depend on it. With ``bonds`` (a ``BondEdges``;
+        only when ``shares_bond_filters``) the filters are computed once per bond.
         """
         n_atoms = h.shape[0]
         chunks = chunks or [(0, n_atoms, 0, centers.shape[0])]
         p = self.message.project(h)
+        if bonds is not None:
+            return self._bond_shared(h, p, bonds, weight, centers, neighbors, chunks), edges
         pieces = split_edges(chunks, edges, weight, centers, neighbors)
 
         def aggregate(k):
@@ -216,6 +235,27 @@ class MessagePassingLayer(nn.Module):
 
             edges = map_chunks(edge_update, chunks)
         return h_new, edges
+
+    def _bond_shared(self, h, p, bonds, weight, centers, neighbors, chunks):
+        """The update from filters computed once per bond: W_b = filter_net(e_b), read by
+        both edges of bond b. A sum aggregation takes the envelope into W_b too, so
+        each edge's message is one product p_j * W_b(ij), summed onto atom i
+        (``ase_mpnn.nn.filter_sum``)."""
+        filters = self.message.bond_filters(bonds.edges)
+        summed = isinstance(self.aggregate, SumAggregation)
+        if summed:
+            filters = filters * bonds.envelope[:, None]
+        pieces = split_edges(chunks, bonds.bond_of_edge, weight, centers, neighbors)
+
+        def aggregate(k):
+            b, w, c, n = pieces[k]
+            a0, a1 = chunks[k][:2]
+            if summed:
+                return filter_sum(p, filters, n, b, c - a0, a1 - a0)
+            messages = p.index_select(0, n) * filters.index_select(0, b)
+            return self.aggregate(messages, w, c - a0, a1 - a0)
+
+        return self.update(h, map_chunks(aggregate, chunks))
 
 
 @register_architecture
@@ -278,6 +318,7 @@ class MPNN(AtomisticModel):
 
     def _build(self, n_features, n_layers, message, aggregation, update, edge_updates,
                message_width, n_basis, radial_basis, envelope, activation) -> None:
+        self.bond_filters_enabled = True
         self.embedding = nn.Embedding(len(self.species), n_features)
         self.radial_basis = make_radial_basis(radial_basis, n_basis, self.cutoff)
         self.envelope = make_envelope(envelope, self.cutoff)
@@ -292,11 +333,33 @@ class MPNN(AtomisticModel):
         """Per-atom energies (n_atoms,), before the potential's scale and shift."""
         r = graph[keys.EDGE_LENGTHS]
         centers, neighbors = graph[keys.EDGE_INDEX]
-        edges, weight = self.radial_basis(r), self.envelope(r)
+        bonds = self._bonds(graph, r) if self.share_bond_filters else None
+        if bonds is None:
+            edges, weight = self.radial_basis(r), self.envelope(r)
+        else:  # the per-bond inputs are in ``bonds``; the edges read them by bond
+            edges, weight = None, bonds.envelope.index_select(0, bonds.bond_of_edge)
         h = self.embedding(graph[keys.SPECIES])
         if self.global_embedding is not None:
             h = h + self.global_embedding(graph, h)
         chunks = atom_chunks(centers, h.shape[0])
         for layer in self.interactions:
-            h, edges = layer(h, edges, weight, centers, neighbors, chunks)
+            h, edges = layer(h, edges, weight, centers, neighbors, chunks, bonds)
         return self.readout(h).squeeze(-1)
+
+    @property
+    def share_bond_filters(self) -> bool:
+        """Whether forward computes filters once per bond (``BondEdges``): when every layer
+        can and ``bond_filters_enabled`` (True by default; False runs the plain per-edge
+        path, the reference the bond-shared path is tested against)."""
+        return self.bond_filters_enabled and all(
+            layer.shares_bond_filters for layer in self.interactions)
+
+    def _bonds(self, graph: dict[str, torch.Tensor], r: torch.Tensor) -> BondEdges | None:
+        """Bond-level radial inputs of the graph, or None without edges or for graphs so
+        large that their edge work is checkpointed (``ase_mpnn.nn.chunks``)."""
+        centers, neighbors = graph[keys.EDGE_INDEX]
+        if not 0 < centers.shape[0] <= CHECKPOINT_EDGES:
+            return None
+        bond_of_edge, first_edge = edge_pairs(centers, neighbors, graph[keys.CELL_SHIFTS])
+        r_bond = r.index_select(0, first_edge)
+        return BondEdges(self.radial_basis(r_bond), self.envelope(r_bond), bond_of_edge)

@@ -12,7 +12,40 @@ import torch
 from torch import nn
 
 
-class GaussianBasis(nn.Module):
+class ExactGrid(nn.Module):
+    """A module whose constant grid buffers are exact in whatever dtype it is moved to.
+
+    Buffers made in torch's default dtype (float32) and then cast to float64 keep
+    float32-rounded values; a subclass lists each grid's float64 value in ``exact_grids``
+    and they are rewritten from it after every dtype/device move and state-dict load (a
+    model file written in float32 stores the rounded grid).
+    """
+
+    def exact_grids(self) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __init__(self):
+        super().__init__()
+        self.register_load_state_dict_post_hook(_rewrite_grids_after_load)
+
+    def _rewrite_grids(self) -> None:
+        with torch.no_grad():
+            for name, exact in self.exact_grids().items():
+                buffer = self._buffers[name]
+                buffer.copy_(exact.to(device=buffer.device, dtype=buffer.dtype))
+
+    def _apply(self, *args, **kwargs):
+        out = super()._apply(*args, **kwargs)
+        self._rewrite_grids()
+        return out
+
+
+def _rewrite_grids_after_load(module: ExactGrid, _incompatible_keys) -> None:
+    """Load-state-dict post-hook (a module-level function: the module stays picklable)."""
+    module._rewrite_grids()
+
+
+class GaussianBasis(ExactGrid):
     """Gaussians exp(-(r - mu_k)^2 / (2 w^2)) on an even grid mu_k in [start, cutoff].
 
     As in SchNet (Schuett et al. 2018); the width w equals the grid spacing.
@@ -21,16 +54,21 @@ class GaussianBasis(nn.Module):
 
     def __init__(self, n_basis: int, cutoff: float, start: float = 0.0):
         super().__init__()
-        centers = torch.linspace(start, cutoff, n_basis)
+        self.grid = (float(start), float(cutoff), int(n_basis))
+        centers = self.exact_grids()["centers"].to(torch.get_default_dtype())
         self.register_buffer("centers", centers)
         width = (cutoff - start) / max(n_basis - 1, 1)
         self.coefficient = -0.5 / width**2
+
+    def exact_grids(self) -> dict[str, torch.Tensor]:
+        """{"centers": the grid mu_k, float64}."""
+        return {"centers": torch.linspace(*self.grid, dtype=torch.float64)}
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         return torch.exp(self.coefficient * (r[:, None] - self.centers) ** 2)
 
 
-class BesselBasis(nn.Module):
+class BesselBasis(ExactGrid):
     """sqrt(2/r_c) sin(k pi r / r_c) / r for k = 1..n_basis (DimeNet, NequIP).
 
     Input (n_edges,) distances (> 0); output (n_edges, n_basis).
@@ -38,8 +76,15 @@ class BesselBasis(nn.Module):
 
     def __init__(self, n_basis: int, cutoff: float):
         super().__init__()
-        self.register_buffer("frequencies", torch.arange(1, n_basis + 1) * math.pi / cutoff)
+        self.n_basis, self.cutoff = int(n_basis), float(cutoff)
+        frequencies = self.exact_grids()["frequencies"].to(torch.get_default_dtype())
+        self.register_buffer("frequencies", frequencies)
         self.prefactor = math.sqrt(2.0 / cutoff)
+
+    def exact_grids(self) -> dict[str, torch.Tensor]:
+        """{"frequencies": k pi / r_c, 1/Angstrom, float64}."""
+        k = torch.arange(1, self.n_basis + 1, dtype=torch.float64)
+        return {"frequencies": k * math.pi / self.cutoff}
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         return self.prefactor * torch.sin(self.frequencies * r[:, None]) / r[:, None]
