@@ -129,6 +129,17 @@ def test_folded_pairs_match_the_calculator(repeat):
     check_against_calculator(data, atoms)
 
 
+def test_folded_pairs_of_an_equivariant_model_match_the_calculator():
+    """MACE shares radial work between an edge and its reverse (nn.edge_pairs); in a
+    folded graph without a cell, two images of one atom must not be taken for one bond
+    (the 3.6 A cell has an atom's own images and several images of each neighbour)."""
+    atoms = cuni((1, 1, 1))
+    potential = LAMMPSPotential("emt-cuni-mace")
+    data = FakeMLIAPData(atoms, potential.element_types, potential.potential.cutoff)
+    potential.compute_forces(data)
+    check_against_calculator(data, atoms, model="emt-cuni-mace")
+
+
 def test_folding_skips_the_pairs_of_ghosts():
     """With a ghost neighbour list as well, the ghosts' own pairs repeat their owners'."""
     atoms = cuni((2, 2, 2), seed=6)

@@ -238,12 +238,22 @@ def pair_graph(species: torch.Tensor, edge_index: torch.Tensor, vectors: torch.T
         keys.CELL: torch.zeros(1, 3, 3, **kw),
         keys.PBC: torch.zeros(1, 3, dtype=torch.bool, device=vectors.device),
         keys.EDGE_INDEX: edge_index,
-        keys.CELL_SHIFTS: torch.zeros(n_edges, 3, **kw),
+        # no cell: an edge's image is not known, so each edge is told apart from every other
+        # (distinct non-zero shifts): models that share radial work between an edge and its
+        # reverse (``ase_mpnn.nn.edge_pairs``) must not pair two images of one atom
+        keys.CELL_SHIFTS: _unpaired_shifts(n_edges, **kw),
         keys.BATCH: torch.zeros(n_nodes, dtype=torch.int64, device=vectors.device),
         keys.N_ATOMS: torch.tensor([n_nodes], device=vectors.device),
         keys.EDGE_VECTORS: vectors,
         keys.EDGE_LENGTHS: torch.linalg.vector_norm(vectors, dim=-1),
     }
+
+
+def _unpaired_shifts(n_edges: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n_edges, 3) shifts (k, 0, 0), k = 1 ... n_edges: no two edges form one bond."""
+    shifts = torch.zeros(n_edges, 3, dtype=dtype, device=device)
+    shifts[:, 0] = torch.arange(1, n_edges + 1, dtype=dtype, device=device)
+    return shifts
 
 
 def owners_from_tags(tags: np.ndarray, nlocal: int) -> np.ndarray:
