@@ -152,7 +152,7 @@ def _rows_so_far(db) -> int:
     in between fails inside ase.db)."""
     try:
         return len(ResultsDB(db)) if db.exists() else 0
-    except (TypeError, sqlite3.Error):
+    except (TypeError, sqlite3.Error, ASEMPNNError):  # ResultsDB names sqlite's errors
         return 0
 
 
