@@ -136,34 +136,33 @@ def _check_compilable(potential: Any) -> Potential:
     return potential
 
 
-def compile_potential(source: Any, output: str | os.PathLike, dtype: str = "float32",
-                      device: str = "cpu") -> Path:
-    """Compile a model (name, file, bytes or object; see ``ase_mpnn.loading.load``) into
-    a ``.pt2`` file for ``device`` and ``dtype``; returns its path.
+def compile_potential(potential: Potential, output: str | os.PathLike, *,
+                      model_name: str = "", model_sha256: str = "") -> Path:
+    """Compile a frozen potential (e.g. ``ase_mpnn.loading.load(...).potential``) into a
+    ``.pt2`` file for the device and dtype its weights are on; returns the file's path.
+    ``model_name`` and ``model_sha256`` (where it came from) go into the manifest.
 
-    Takes about 20 s (SchNet) to a few minutes (MACE) on one CPU core.
+    Takes about 20 s (SchNet) to two minutes (MACE) on one CPU core.
     """
     from torch.export.pt2_archive._package import package_pt2
-
-    from .loading import dtype_name, load, resolve_device, resolve_dtype
 
     output = Path(output)
     if output.suffix != ".pt2":
         raise ValueError(f"a compiled model's file name ends in .pt2, got {output.name!r}")
-    torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
-    loaded = load(source, torch_device, torch_dtype)
-    potential = _check_compilable(loaded.potential)
+    potential = _check_compilable(potential)
+    weights = next(potential.parameters())
     start = time.perf_counter()
-    program = export_potential(potential, example_graph(potential, torch_dtype, torch_device))
+    program = export_potential(potential, example_graph(potential, weights.dtype,
+                                                         weights.device))
     files = torch._inductor.aot_compile(program.module(), program.example_inputs[0],
                                         options={"aot_inductor.package": True})
     manifest = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-        "torch_version": torch.__version__, "device": torch_device.type,
-        "dtype": dtype_name(torch_dtype), "package_version": __version__,
+        "torch_version": torch.__version__, "device": weights.device.type,
+        "dtype": str(weights.dtype).replace("torch.", ""), "package_version": __version__,
         "inputs": list(INPUTS), "outputs": list(OUTPUTS),
         "compile_seconds": round(time.perf_counter() - start, 1),
-        "model_name": loaded.name, "model_sha256": loaded.sha256,
+        "model_name": model_name, "model_sha256": model_sha256,
         "model": getattr(potential, "manifest", None),
     }
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -215,7 +215,7 @@ def potential_for(source: ModelSource, device: str | torch.device | None = None,
     """The potential batch code runs: a Potential already on the requested device and
     dtype (None: any) is used as it is, sharing its weights (``MPNNCalculator.potential``);
     any other source goes through ``load_potential`` ("auto" and DEFAULT_DTYPE for None)."""
-    if isinstance(source, (Potential, Committee, WithAddOns)):
+    if isinstance(source, (Potential, Committee, WithAddOns, CompiledPotential)):
         weights = next(source.parameters())
         if ((device is None or resolve_device(device) == weights.device)
                 and (dtype is None or resolve_dtype(dtype) == weights.dtype)):

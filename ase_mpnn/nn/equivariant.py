@@ -200,7 +200,8 @@ def edge_inputs(graph: dict[str, torch.Tensor], sh: EdgeSphericalHarmonics,
     """The ``EdgeInputs`` of a graph that carries edge geometry (``keys.EDGE_VECTORS`` and
     ``keys.EDGE_LENGTHS``, Angstrom, ``keys.CELL_SHIFTS``), in the neighbour-matrix layout
     when its padding is small enough (``neighbor_slots``), else on the edges; with the
-    bonds (``edge_pairs``) unless the graph has more than CHECKPOINT_EDGES edges."""
+    bonds (``edge_pairs``) unless the graph has more than CHECKPOINT_EDGES edges; on the
+    edges without bonds under a whole-program trace (``ase_mpnn.nn.tracing``)."""
     species = graph[keys.SPECIES]
     centers, neighbors = graph[keys.EDGE_INDEX]
     vectors, lengths = graph[keys.EDGE_VECTORS], graph[keys.EDGE_LENGTHS]
