@@ -163,7 +163,10 @@ def compile_potential(potential: Potential, output: str | os.PathLike, *,
         "inputs": list(INPUTS), "outputs": list(OUTPUTS),
         "compile_seconds": round(time.perf_counter() - start, 1),
         "model_name": model_name, "model_sha256": model_sha256,
-        "model": getattr(potential, "manifest", None),
+        # the model file's manifest (a potential built in memory: what the calculator reads)
+        "model": getattr(potential, "manifest", None) or {
+            "architecture": potential.architecture, "species": list(potential.species),
+            "cutoff": potential.cutoff},
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=output.parent, suffix=".pt2", delete=False) as tmp:
