@@ -59,6 +59,9 @@ class MPNNCalculator(Calculator):
             ``stress_std``) to the results; energy, forces and stress are its mean.
             The calculator works on a frozen snapshot of an in-memory model's weights taken
             here (later training of the object does not change it), as when pickled.
+            A compiled model file (``.pt2``, written by ``ase-mpnn compile``;
+            ``ase_mpnn.compiled``) runs in the dtype and on the device it was compiled for
+            and gives everything but per-atom stresses and Hessians.
         device: "auto" (CUDA if available), "cpu" or "cuda[:n]".
         dtype: "float32" (the default, ``ase_mpnn.loading.DEFAULT_DTYPE``: it passes the
             physics test kit to float32 precision and is faster; ``benchmarks/run.py``
@@ -72,6 +75,7 @@ class MPNNCalculator(Calculator):
         compile: run the model through ``torch.compile`` (Potential.with_compiled_model):
             faster per call after a one-off compilation of tens of seconds, for long runs
             on one system; forces and stress still come from autograd outside the model.
+            (``ase-mpnn compile`` compiles the forces and stress too, ahead of time.)
         dispersion: D3(BJ) dispersion added to the model's energy, forces and stress (one
             autograd pass; ``ase_mpnn.dispersion``): a functional name ("pbe"), a dict
             {"functional": "pbe", "three_body": True}, False (or None) for none, or "auto"

@@ -23,6 +23,7 @@ import torch
 
 from .addons import WithAddOns
 from .committee import Committee
+from .compiled import CompiledPotential, is_compiled_file, read_compiled_manifest
 from .errors import ModelFileError
 from .modelfile import model_to_bytes, potential_from_bytes, read_file_bytes, save_model
 from .models.base import AtomisticModel
@@ -128,6 +129,8 @@ def load(source: ModelSource, device: str | torch.device = "auto",
     training does not change the result) and not cached. A list or tuple of sources is
     loaded as a Committee of them (uncalibrated: std factors 1).
     """
+    if is_compiled_file(source):
+        return _load_compiled(Path(source).expanduser().resolve(), device, dtype)
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     if isinstance(source, (list, tuple)):
         return _committee_of(source, device, dtype)
@@ -142,6 +145,27 @@ def load(source: ModelSource, device: str | torch.device = "auto",
     path = model_file_path(source)
     potential = _cached(read_file_bytes(path), str(path), device, dtype)
     return LoadedPotential(potential, str(source), potential.manifest_sha256, None)
+
+
+def _load_compiled(path: Path, device: str | torch.device,
+                   dtype: str | torch.dtype) -> LoadedPotential:
+    """A compiled model file (``ase_mpnn.compiled``), once per process and device; "auto"
+    is the device it was compiled for; another dtype than its own is an error."""
+    manifest = read_compiled_manifest(path)
+    device = torch.device(manifest["device"]) if str(device) == "auto" \
+        else resolve_device(device)
+    if resolve_dtype(dtype) != resolve_dtype(manifest["dtype"]):
+        raise ModelFileError(
+            f"{path} was compiled for {manifest['dtype']}, asked for {dtype_name(dtype)}: "
+            f"pass dtype={manifest['dtype']!r} or compile again with --dtype "
+            f"{dtype_name(dtype)}")
+    stat = path.stat()
+    key = ("compiled", str(path), stat.st_mtime_ns, stat.st_size, str(device))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = CompiledPotential(path, device)
+        potential = _CACHE[key]
+    return LoadedPotential(potential, str(path), potential.manifest_sha256, None)
 
 
 def _committee_of(sources: Sequence[OneSource], device: torch.device,
@@ -191,7 +215,7 @@ def potential_for(source: ModelSource, device: str | torch.device | None = None,
     """The potential batch code runs: a Potential already on the requested device and
     dtype (None: any) is used as it is, sharing its weights (``MPNNCalculator.potential``);
     any other source goes through ``load_potential`` ("auto" and DEFAULT_DTYPE for None)."""
-    if isinstance(source, (Potential, Committee, WithAddOns)):
+    if isinstance(source, (Potential, Committee, WithAddOns, CompiledPotential)):
         weights = next(source.parameters())
         if ((device is None or resolve_device(device) == weights.device)
                 and (dtype is None or resolve_dtype(dtype) == weights.dtype)):

@@ -270,8 +270,13 @@ class Potential(nn.Module):
         UnsupportedInputError (a charge-blind model would silently give the neutral
         singlet's energy)."""
         check_inputs_taken(graph, self.model.global_inputs, f"this {self.architecture} model")
+        return self.per_atom_energies_from(graph, self.isolated_atom_outputs(graph[keys.POSITIONS]))
+
+    def per_atom_energies_from(self, graph: Graph, e_iso: torch.Tensor) -> torch.Tensor:
+        """E_i (n_atoms,) in eV given the model's isolated-atom outputs e_iso (n_species,)
+        (``per_atom_energies`` without the checks and the cache: what an exported
+        potential traces, e_iso being a constant there)."""
         species = graph[keys.SPECIES]
-        e_iso = self.isolated_atom_outputs(graph[keys.POSITIONS])
         model = self.__dict__.get("_model_call", self.model)
         e = model(graph) - e_iso[species]
         energies = self.scale[species] * e + self.shift[species] + self.reference_energies[species]

@@ -30,7 +30,7 @@ BASE = {
     "vibrations": ["cu.cif", "--model", MODEL], "report": ["r.db"],
     "calibrate": [MODEL, "d.xyz", "-o", "c.mpnn"], "learn": ["l.yaml"],
     "serve": ["--model", MODEL, "--structure", "cu.cif", "--unix", "fuzz"],
-    "export-lammps": [MODEL, "-o", "m.pt"],
+    "export-lammps": [MODEL, "-o", "m.pt"], "compile": [MODEL, "-o", "m.pt2"],
 }
 #: values no number or count option accepts
 NOT_NUMBERS = ["abc", "nan", "inf", "-inf", "1e999", "", "0x10", "1,5"]

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from .._version import __version__
 from ..errors import ASEMPNNError
-from . import batch, engines, learn, models, serve, simulate, training
+from . import batch, compiled, engines, learn, models, serve, simulate, training
 from .options import OneLineParser, integer
 
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=integer(0), default=0)
     demo.set_defaults(func=_demo)
 
-    for family in (models, training, learn, simulate, batch, serve, engines):
+    for family in (models, training, learn, simulate, batch, serve, engines, compiled):
         family.add_commands(commands)
     return parser
 

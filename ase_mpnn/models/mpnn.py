@@ -41,6 +41,7 @@ from ..nn.edge_pairs import edge_pairs
 from ..nn.filter_sum import BondEdges, filter_sum
 from ..nn.global_state import make_global_embedding
 from ..nn.message_passing import SumAggregation, make_aggregation
+from ..nn.tracing import tracing
 from .base import AtomisticModel, check_positive_ints, register_architecture
 
 MESSAGES = ("linear", "mlp", "filter", "gated")
@@ -356,9 +357,10 @@ class MPNN(AtomisticModel):
 
     def _bonds(self, graph: dict[str, torch.Tensor], r: torch.Tensor) -> BondEdges | None:
         """Bond-level radial inputs of the graph, or None without edges or for graphs so
-        large that their edge work is checkpointed (``ase_mpnn.nn.chunks``)."""
+        large that their edge work is checkpointed (``ase_mpnn.nn.chunks``), or under a
+        whole-program trace (the bond count depends on the data: ``ase_mpnn.nn.tracing``)."""
         centers, neighbors = graph[keys.EDGE_INDEX]
-        if not 0 < centers.shape[0] <= CHECKPOINT_EDGES:
+        if tracing() or not 0 < centers.shape[0] <= CHECKPOINT_EDGES:
             return None
         bond_of_edge, first_edge = edge_pairs(centers, neighbors, graph[keys.CELL_SHIFTS])
         r_bond = r.index_select(0, first_edge)

@@ -26,6 +26,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from .tracing import tracing
+
 #: edges per chunk: the (chunk, width) intermediates stay well below the mmap threshold
 EDGE_CHUNK = 16384
 #: graphs with more edges than this recompute groups of chunks in the backward pass
@@ -48,6 +50,8 @@ def atom_chunks(centers: torch.Tensor, n_atoms: int, size: int | None = None) ->
     """
     size = size or EDGE_CHUNK
     n_edges = centers.shape[0]
+    if tracing():  # one traced program for every size: no chunks
+        return [(0, n_atoms, 0, n_edges)]
     if n_edges <= size or not bool((centers[1:] >= centers[:-1]).all()):
         return [(0, n_atoms, 0, n_edges)]
     ends = torch.cumsum(torch.bincount(centers, minlength=n_atoms), 0)  # edge end per atom

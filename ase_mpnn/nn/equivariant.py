@@ -26,6 +26,7 @@ from .chunks import CHECKPOINT_EDGES
 from .edge_pairs import edge_pairs
 from .neighbor_matrix import neighbor_slots, to_slots
 from .radial import BesselBasis, PolynomialCutoff
+from .tracing import tracing
 
 
 # --- irreps helpers ----------------------------------------------------------------------
@@ -199,16 +200,20 @@ def edge_inputs(graph: dict[str, torch.Tensor], sh: EdgeSphericalHarmonics,
     """The ``EdgeInputs`` of a graph that carries edge geometry (``keys.EDGE_VECTORS`` and
     ``keys.EDGE_LENGTHS``, Angstrom, ``keys.CELL_SHIFTS``), in the neighbour-matrix layout
     when its padding is small enough (``neighbor_slots``), else on the edges; with the
-    bonds (``edge_pairs``) unless the graph has more than CHECKPOINT_EDGES edges."""
+    bonds (``edge_pairs``) unless the graph has more than CHECKPOINT_EDGES edges; on the
+    edges without bonds under a whole-program trace (``ase_mpnn.nn.tracing``)."""
     species = graph[keys.SPECIES]
     centers, neighbors = graph[keys.EDGE_INDEX]
     vectors, lengths = graph[keys.EDGE_VECTORS], graph[keys.EDGE_LENGTHS]
     n_atoms, n_slots = species.shape[0], 0
     bonds = None
-    if 0 < centers.shape[0] <= CHECKPOINT_EDGES:
+    # an exported program (ase_mpnn.compiled) holds one layout for every size: the edges
+    # themselves (the bond and slot counts depend on the data, not only on the shapes)
+    exporting = tracing()
+    if not exporting and 0 < centers.shape[0] <= CHECKPOINT_EDGES:
         bond_of_row, first_edge = edge_pairs(centers, neighbors, graph[keys.CELL_SHIFTS])
         bonds = (*radial(lengths.index_select(0, first_edge)), bond_of_row)
-    slots = neighbor_slots(centers, n_atoms)
+    slots = None if exporting else neighbor_slots(centers, n_atoms)
     if slots is not None:
         positions, n_slots = slots
         rows, far = n_atoms * n_slots, 2.0 * radial.cutoff  # padding: beyond the cutoff

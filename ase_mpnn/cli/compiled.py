@@ -1,0 +1,36 @@
+"""``ase-mpnn compile``: a model as one AOTInductor program (energy, forces, stress)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import device
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from ..compiled import compile_potential, read_compiled_manifest
+    from ..loading import load
+
+    loaded = load(args.model, args.device, args.dtype)
+    path = compile_potential(loaded.potential, args.output, model_name=loaded.name,
+                             model_sha256=loaded.sha256)
+    manifest = read_compiled_manifest(path)
+    size = Path(path).stat().st_size / 1e6
+    print(f"wrote {path} ({size:.1f} MB, {manifest['dtype']} on {manifest['device']}, torch "
+          f"{manifest['torch_version']}, compiled in {manifest['compile_seconds']} s): use it "
+          f"as MPNNCalculator({str(path)!r}, dtype={manifest['dtype']!r})")
+    return 0
+
+
+def add_commands(commands) -> None:
+    """Add compile to the ``ase-mpnn`` sub-command parser."""
+    sub = commands.add_parser(
+        "compile", help="compile a model's energy, forces and stress with AOTInductor (.pt2)")
+    sub.add_argument("model", help="path of a .mpnn model file or a built-in model's name")
+    sub.add_argument("-o", "--output", required=True, help="the .pt2 file to write")
+    sub.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                     help="precision it is compiled for (default: %(default)s)")
+    sub.add_argument("--device", default="cpu", type=device,
+                     help="cpu or cuda[:n] (default: %(default)s)")
+    sub.set_defaults(func=_compile)

@@ -1,0 +1,189 @@
+"""Compiled models (``ase-mpnn compile``, ``ase_mpnn.compiled``) against the eager ones.
+
+Each compilation takes 20 s to two minutes on one CPU core, so there are three, one per
+module-scoped fixture: SchNet in float64 (through the command line) and float32, MACE in
+float64. The reference is the eager potential of the same model file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, fcc111
+
+from ase_mpnn import MPNNCalculator
+from ase_mpnn.cli import main
+from ase_mpnn.compiled import (
+    COMPILED_MANIFEST,
+    CompiledPotential,
+    compile_potential,
+    read_compiled_manifest,
+)
+from ase_mpnn.errors import ModelFileError
+from ase_mpnn.loading import load
+
+pytestmark = pytest.mark.slow
+
+#: (model, dtype) -> absolute tolerances (energy eV, forces eV/A, stress eV/A^3)
+TOLERANCES = {"float64": (1e-10, 1e-10, 1e-10), "float32": (2e-4, 2e-5, 2e-6)}
+
+
+@pytest.fixture(scope="module")
+def schnet64(tmp_path_factory):
+    path = tmp_path_factory.mktemp("compiled") / "schnet64.pt2"
+    assert main(["compile", "emt-cuni-schnet", "-o", str(path), "--dtype", "float64"]) == 0
+    return "emt-cuni-schnet", "float64", path
+
+
+def _compiled(tmp_path_factory, name: str, dtype: str):
+    path = tmp_path_factory.mktemp("compiled") / f"{name}-{dtype}.pt2"
+    loaded = load(name, "cpu", dtype)
+    compile_potential(loaded.potential, path, model_name=loaded.name,
+                      model_sha256=loaded.sha256)
+    return name, dtype, path
+
+
+@pytest.fixture(scope="module")
+def schnet32(tmp_path_factory):
+    return _compiled(tmp_path_factory, "emt-cuni-schnet", "float32")
+
+
+@pytest.fixture(scope="module")
+def mace64(tmp_path_factory):
+    return _compiled(tmp_path_factory, "emt-cuni-mace", "float64")
+
+
+def structures() -> dict[str, Atoms]:
+    """Bulk (108 atoms), slab, molecule, triclinic cell and a one-atom cell of Cu-Ni."""
+    cell = bulk("Cu", "fcc", 3.6, cubic=True).repeat(3)
+    cell.numbers[::3] = 28
+    cell.rattle(0.05, seed=1)
+    slab = fcc111("Ni", (3, 3, 3), vacuum=6.0, periodic=True)
+    slab.pbc = [True, True, False]
+    slab.rattle(0.03, seed=2)
+    cluster = Atoms("Cu4Ni", positions=[[0, 0, 0], [2.4, 0, 0], [0, 2.4, 0], [0, 0, 2.4],
+                                        [1.3, 1.3, 1.3]])
+    triclinic = bulk("Cu", "fcc", 3.6).repeat((2, 3, 2))
+    triclinic.set_cell(triclinic.cell[:] + [[0.2, 0.1, 0], [0, 0.3, 0.2], [0.1, 0, 0.1]],
+                       scale_atoms=True)
+    triclinic.numbers[1::4] = 28
+    triclinic.rattle(0.04, seed=3)
+    return {"bulk": cell, "slab": slab, "molecule": cluster, "triclinic": triclinic,
+            "one atom": bulk("Ni", "fcc", 3.52)}
+
+
+def _results(calc: MPNNCalculator, atoms: Atoms) -> dict[str, np.ndarray]:
+    atoms = atoms.copy()
+    atoms.calc = calc
+    properties = ["energy", "energies", "forces"] + (["stress"] if atoms.pbc.all() else [])
+    calc.calculate(atoms, properties)
+    return {name: np.asarray(calc.results[name]) for name in properties}
+
+
+@pytest.mark.parametrize("compiled", ["schnet64", "schnet32", "mace64"])
+def test_compiled_equals_eager(compiled, request):
+    """Energies, per-atom energies, forces and stress of every structure, each evaluated
+    twice (the second time moved, so that the Verlet-skin list is reused), through one
+    compiled file: the eager model's to the tolerance of the dtype."""
+    name, dtype, path = request.getfixturevalue(compiled)
+    eager = MPNNCalculator(name, dtype=dtype, device="cpu")
+    fast = MPNNCalculator(str(path), dtype=dtype, device="cpu")
+    assert fast.neighbors.skin > 0
+    e_tol, f_tol, s_tol = TOLERANCES[dtype]
+    tolerance = {"energy": e_tol, "energies": e_tol, "forces": f_tol, "stress": s_tol}
+    for label, atoms in structures().items():
+        for step in range(2):
+            atoms.positions += 0.03 * step
+            want, got = _results(eager, atoms), _results(fast, atoms)
+            assert set(got) == set(want)
+            for key in want:
+                np.testing.assert_allclose(got[key], want[key], rtol=0, atol=tolerance[key],
+                                           err_msg=f"{compiled} {label} step {step} {key}")
+
+
+def test_batch_of_structures(schnet64):
+    """Several structures in one call (a batch of graphs) equal the eager batch."""
+    name, dtype, path = schnet64
+    batch = [atoms for atoms in structures().values()]
+    want = MPNNCalculator(name, dtype=dtype, device="cpu").calculate_batch(batch)
+    got = MPNNCalculator(str(path), dtype=dtype, device="cpu").calculate_batch(batch)
+    for a, b in zip(want, got):
+        assert set(a) == set(b)
+        for key in a:
+            np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-10)
+
+
+def test_manifest_round_trip(schnet64):
+    """The manifest records torch, device and dtype, and the model file's own manifest."""
+    name, dtype, path = schnet64
+    manifest = read_compiled_manifest(path)
+    loaded = load(name, "cpu", dtype)
+    assert manifest["torch_version"] == torch.__version__
+    assert (manifest["device"], manifest["dtype"]) == ("cpu", "float64")
+    assert manifest["model_sha256"] == loaded.sha256
+    assert manifest["model"] == loaded.potential.manifest
+    compiled = CompiledPotential(path)
+    assert compiled.species == loaded.potential.species
+    assert compiled.cutoff == loaded.potential.cutoff
+    assert compiled.architecture == loaded.potential.architecture
+
+
+def _edited_copy(path, target, **changes):
+    """A copy of a compiled file whose manifest has ``changes`` applied."""
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(target, "w") as copy:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("/" + COMPILED_MANIFEST):
+                data = json.dumps({**json.loads(data), **changes}).encode()
+            copy.writestr(info, data)
+    return target
+
+
+def test_other_torch_version_is_refused(schnet64, tmp_path):
+    path = _edited_copy(schnet64[2], tmp_path / "old.pt2", torch_version="2.0.0")
+    expected = re.escape(f"compiled with torch 2.0.0, this is torch {torch.__version__}")
+    with pytest.raises(ModelFileError, match=expected):
+        MPNNCalculator(str(path), dtype="float64")
+
+
+def test_other_device_is_refused(schnet64, tmp_path):
+    path = _edited_copy(schnet64[2], tmp_path / "gpu.pt2", device="cuda")
+    with pytest.raises(ModelFileError, match="compiled for device 'cuda', asked to run on "
+                                             "'cpu'"):
+        MPNNCalculator(str(path), dtype="float64", device="cpu")
+
+
+def test_other_dtype_is_refused(schnet64):
+    with pytest.raises(ModelFileError, match="compiled for float64, asked for float32"):
+        MPNNCalculator(str(schnet64[2]), dtype="float32")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "no manifest"])
+def test_damaged_file_is_refused(schnet64, tmp_path, damage):
+    path = tmp_path / "damaged.pt2"
+    data = schnet64[2].read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip archive" * 100)
+    else:
+        with zipfile.ZipFile(schnet64[2]) as source, zipfile.ZipFile(path, "w") as copy:
+            for info in source.infolist():
+                if not info.filename.endswith(COMPILED_MANIFEST):
+                    copy.writestr(info, source.read(info))
+    with pytest.raises(ModelFileError, match="damaged.pt2"):
+        MPNNCalculator(str(path), dtype="float64")
+
+
+def test_per_atom_stresses_are_not_offered(schnet64):
+    calc = MPNNCalculator(str(schnet64[2]), dtype="float64")
+    assert "stresses" not in calc.implemented_properties
+    atoms = bulk("Cu", "fcc", 3.6, cubic=True)
+    atoms.calc = calc
+    assert np.isfinite(atoms.get_stress()).all()
