@@ -40,10 +40,10 @@ package-check: $(STAMP)
 
 # docs and package check first, so that pytest's summary is the last line of the output
 test: lint docs package-check
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache build dist site *.egg-info

@@ -28,7 +28,9 @@ from ase_mpnn.compiled import (
 from ase_mpnn.errors import ModelFileError
 from ase_mpnn.loading import load
 
-pytestmark = pytest.mark.slow
+# compiling runs g++ on both cores for tens of seconds: on the same xdist worker as the
+# Dask tests (make test: --dist loadgroup), whose kill-and-recover timings it would starve
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cpu-heavy")]
 
 #: (model, dtype) -> absolute tolerances (energy eV, forces eV/A, stress eV/A^3)
 TOLERANCES = {"float64": (1e-10, 1e-10, 1e-10), "float32": (2e-4, 2e-5, 2e-6)}

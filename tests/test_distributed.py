@@ -22,6 +22,9 @@ from ase_mpnn.runs import ResultsDB, read_inputs, run
 
 from .test_highthroughput import small_cells
 
+# worker kills and timeouts: on one xdist worker with the compile tests (see test_compiled)
+pytestmark = pytest.mark.xdist_group("cpu-heavy")
+
 MODEL = "emt-cuni-schnet"
 
 
