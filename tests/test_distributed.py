@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -44,6 +44,44 @@ def rows_by_id(db_path) -> dict:
     ids = [r.input_id for r in rows]
     assert len(ids) == len(set(ids)), "a structure was stored twice"
     return {r.input_id: r for r in rows}
+
+
+# A LocalCluster's nannies, the worker processes they spawn and the workers these tests kill
+# all live in a child interpreter, never in pytest-xdist's worker: a CI run lost its xdist
+# worker in the middle of a Dask test (its execnet gateway found its channel broken and sent
+# itself SIGINT), which ended the whole run. In a child, a hang is a timeout with output.
+CLUSTER_TIMEOUT_S = 600
+
+
+def run_cli_isolated(argv: list[str], **popen) -> subprocess.CompletedProcess:
+    """``ase-mpnn argv`` in a child interpreter; raises with its output if it fails."""
+    command = [sys.executable, "-m", "ase_mpnn.cli", *argv]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=CLUSTER_TIMEOUT_S,
+                            **popen)
+    assert result.returncode == 0, f"{argv} exit {result.returncode}:\n{result.stderr[-4000:]}"
+    return result
+
+
+def run_isolated(task: str, path, db, *, env: dict[str, str] | None = None,
+                 **kwargs) -> subprocess.Popen:
+    """Start ``runs.run(task, [path], db, MODEL, **kwargs)`` in a child interpreter that
+    prints its counts as JSON; ``finish`` waits for them."""
+    code = ("import json, sys; from ase_mpnn.runs import run; "
+            f"counts = run({task!r}, [{str(path)!r}], {str(db)!r}, {MODEL!r}, "
+            f"progress=False, **json.loads(sys.argv[1])); print(json.dumps(counts))")
+    return subprocess.Popen([sys.executable, "-c", code, json.dumps(kwargs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def finish(process: subprocess.Popen) -> dict[str, int]:
+    """The counts a ``run_isolated`` child printed (its stderr in the failure if it failed)."""
+    try:
+        out, err = process.communicate(timeout=CLUSTER_TIMEOUT_S)
+    finally:
+        process.kill()
+    assert process.returncode == 0, f"exit {process.returncode}:\n{err[-4000:]}"
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_static_run_stores_everything_once_and_rerun_skips(inputs, tmp_path):
@@ -91,9 +129,9 @@ def test_inputs_need_unique_ids_and_readable_files(tmp_path):
 def test_dask_relax_matches_batched_relax_and_report(inputs, tmp_path, capsys):
     path, _ = inputs
     db = tmp_path / "relax.db"
-    assert main(["run", "relax", str(path), "--db", str(db), "--model", MODEL,
-                 "--workers", "2", "--chunk-size", "3", "--fmax", "0.02",
-                 "--dtype", "float64"]) == 0
+    run_cli_isolated(["run", "relax", str(path), "--db", str(db), "--model", MODEL,
+                      "--workers", "2", "--chunk-size", "3", "--fmax", "0.02",
+                      "--dtype", "float64"])
     rows = rows_by_id(db)
     assert len(rows) == 12
     as_read = [frame.atoms for frame in read_inputs([path])[0]]  # extxyz rounds positions
@@ -113,7 +151,7 @@ def test_dask_relax_matches_batched_relax_and_report(inputs, tmp_path, capsys):
 def _worker_pids(parent: int) -> list[int]:
     import psutil
 
-    # LocalCluster's nannies live in this process and spawn each worker as a child
+    # LocalCluster's nannies live in the client's process and spawn each worker as a child
     children = psutil.Process(parent).children(recursive=True)
     return [p.pid for p in children if "spawn_main" in " ".join(p.cmdline())]
 
@@ -124,25 +162,20 @@ def test_killing_a_worker_loses_nothing(tmp_path):
     path = tmp_path / "many.extxyz"
     write(path, structures)
     db = tmp_path / "kill.db"
+    client = run_isolated("relax", path, db, workers=2, chunk_size=1, options={"fmax": 0.01})
     killed = []
-
-    def kill_one_worker_once_results_arrive():
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            # a half-made database raises in ResultsDB: _rows_so_far says 0 then, instead
-            # of the exception ending this thread before it kills anything
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed and client.poll() is None:
+            # a half-made database raises in ResultsDB: _rows_so_far says 0 then
             if _rows_so_far(db) >= 2:
-                pids = _worker_pids(os.getpid())
+                pids = _worker_pids(client.pid)
                 if pids:
                     os.kill(pids[0], signal.SIGKILL)
                     killed.append(pids[0])
             time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_one_worker_once_results_arrive, daemon=True)
-    killer.start()
-    counts = run("relax", [path], db, MODEL, workers=2, chunk_size=1, progress=False,
-                 options={"fmax": 0.01})
-    killer.join()
+    finally:
+        counts = finish(client)
     assert killed, "no worker was killed: the test did not test anything"
     rows = rows_by_id(db)
     assert len(rows) == 24 and counts["ok"] == 24
@@ -286,49 +319,39 @@ def test_run_options_out_of_range_are_refused(tmp_path, bad):
             **{"workers": 0, **bad})
 
 
-class _PoisonPlugin:
-    """Dask worker plugin: the worker process dies (as on a SIGFPE in native code) when its
-    chunk holds a structure marked ``info["poison"]``."""
+POISON_SITECUSTOMIZE = """
+# every Python process of the run under test reads this first: a process that evaluates a
+# structure marked info["poison"] dies at once (as on a SIGFPE in native code), be it a
+# Dask worker or the fresh process a suspect structure is run alone in
+import os
+import sys
 
-    name = "poison"
+if "resource_tracker" not in " ".join(sys.argv):
+    from ase_mpnn.runs import distributed
 
-    def setup(self, worker) -> None:
-        from ase_mpnn.runs import distributed
+    evaluate_chunk = distributed.evaluate
 
-        evaluate_chunk = distributed.evaluate
+    def dying_evaluate(structures, *args, **kwargs):
+        if any(atoms.info.get("poison") for atoms in structures):
+            os._exit(1)
+        return evaluate_chunk(structures, *args, **kwargs)
 
-        def dying_evaluate(structures, *args, **kwargs):
-            if any(atoms.info.get("poison") for atoms in structures):
-                os._exit(1)
-            return evaluate_chunk(structures, *args, **kwargs)
-
-        distributed.evaluate = dying_evaluate
+    distributed.evaluate = dying_evaluate
+"""
 
 
 @pytest.mark.slow
-def test_a_structure_that_kills_its_worker_is_isolated_and_the_rest_finish(tmp_path,
-                                                                          monkeypatch):
-    import cloudpickle
-    from dask.distributed import WorkerPlugin
-
-    from ase_mpnn.runs import distributed
-
+def test_a_structure_that_kills_its_worker_is_isolated_and_the_rest_finish(tmp_path):
     structures = small_cells(8, seed=9)
     structures[5].info["poison"] = True
     path = tmp_path / "in.extxyz"
     write(path, structures)
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
-    plugin = type("Poison", (_PoisonPlugin, WorkerPlugin), {})()
-    make_client = distributed.make_client
-
-    def client_with_poison(*args):
-        client = make_client(*args)
-        client.register_plugin(plugin)
-        return client
-
-    monkeypatch.setattr(distributed, "make_client", client_with_poison)
-    counts = run("static", [path], tmp_path / "r.db", MODEL, workers=2, chunk_size=4,
-                 retries=1, progress=False)
+    (tmp_path / "poison").mkdir()
+    (tmp_path / "poison" / "sitecustomize.py").write_text(POISON_SITECUSTOMIZE)
+    python_path = os.pathsep.join([str(tmp_path / "poison"), *sys.path])
+    counts = finish(run_isolated("static", path, tmp_path / "r.db",
+                                 env={"PYTHONPATH": python_path}, workers=2, chunk_size=4,
+                                 retries=1))
     assert counts == {"inputs": 8, "skipped": 0, "ok": 7, "failed": 1}
     rows = rows_by_id(tmp_path / "r.db")
     assert rows[f"{path}:5"].status == "failed"

@@ -15,8 +15,11 @@ rerunning the same command finishes the rest.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -280,8 +283,36 @@ def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -
         # it gets as long as the whole first pass took, at least ALONE_MIN_SECONDS
         patience = max(ALONE_MIN_SECONDS, time.perf_counter() - started)
         for item in suspects:  # one at a time, nothing else on the cluster
+            if scheduler is None:
+                # our own machine: a fresh process of its own, where nothing else can be
+                # blamed and no nanny's restarts can be worn out
+                store(run_alone_in_process(task, item, args))
+                continue
             scatter()
             store(_run_alone(submit([item]), [item], patience))
+
+
+#: fresh processes a suspect structure is run in, one after the other, before it is
+#: recorded as one that kills its worker
+LONE_TRIES = 2
+
+
+def run_alone_in_process(task: str, item: tuple[str, Atoms], args: tuple,
+                         tries: int = LONE_TRIES) -> list[tuple[str, dict]]:
+    """Run one structure whose Dask worker died in a spawned process of its own, up to
+    ``tries`` times; it is recorded as failed only if it kills that process every time.
+    ``args`` are ``run_chunk``'s after its chunk: (model, options, dtype, device, threads)."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process running threads
+    died: BaseException | None = None
+    for _ in range(tries):
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            try:
+                return pool.submit(run_chunk, task, [item], *args).result()
+            except BrokenProcessPool as exc:
+                died = exc
+            except Exception as exc:  # noqa: BLE001 - recorded, and the run goes on
+                return failed_chunk([item], exc)
+    return failed_chunk([item], died, killed=True)
 
 
 #: shortest wait for the lone rerun of a structure whose worker died, seconds
@@ -310,8 +341,10 @@ def _run_alone(future, chunk: list[tuple[str, Atoms]], patience: float
 def failed_chunk(chunk: list[tuple[str, Atoms]], exc: BaseException,
                  killed: bool = False) -> list[tuple[str, dict]]:
     """Every structure of a chunk that failed as a whole, recorded with the error."""
+    reason = ("a fresh process of its own" if isinstance(exc, BrokenProcessPool)
+              else "Dask's distributed.scheduler.allowed-failures")
     error = (f"a worker process died on this structure on every try ({type(exc).__name__}: "
-             "Dask's distributed.scheduler.allowed-failures)" if killed
+             f"{reason})" if killed
              else f"chunk failed: {type(exc).__name__}: {exc}")
     return [(input_id, {"atoms": atoms, "error": error}) for input_id, atoms in chunk]
 
