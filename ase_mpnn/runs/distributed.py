@@ -233,65 +233,111 @@ def _run_dask(task, chunks, args, workers, scheduler, threads, retries, store) -
     once more alone, after everything else: Dask blames every task that was on a dying
     worker, so an innocent structure that shared a worker with the culprit can be blamed
     too. Only a structure that kills its worker while nothing else runs is recorded as
-    failed."""
-    as_completed = _require_dask().as_completed
-    with make_client(workers, scheduler, threads) as client:
-        model = {}
+    failed. A LocalCluster of our own that has lost a worker for good is replaced by a new
+    one, which takes the chunks not yet done."""
+    suspects: list[tuple[str, Atoms]] = []
+    started = time.perf_counter()
+    left = list(chunks)
+    while left:
+        with make_client(workers, scheduler, threads) as client:
+            cluster = _Submitter(client, task, args, retries)
+            left = _run_chunks(cluster, left, store, suspects,
+                               expected_workers=None if scheduler else workers)
+            if scheduler is None or left:
+                continue
+            # a lone rerun may wait forever when the culprit has worn out the workers'
+            # restarts: it gets as long as the whole first pass took, at least
+            # ALONE_MIN_SECONDS
+            patience = max(ALONE_MIN_SECONDS, time.perf_counter() - started)
+            for item in suspects:  # one at a time, nothing else on the cluster
+                cluster.scatter()
+                store(_run_alone(cluster.submit([item]), [item], patience))
+            return
+    for item in suspects:
+        # our own machine: a fresh process of its own, where nothing else can be blamed
+        # and no nanny's restarts can be worn out
+        store(run_alone_in_process(task, item, args))
 
-        def scatter() -> None:
-            # scattered data has no recipe: when every worker holding it has died it is
-            # lost, and a task needing it would wait forever; work submitted after a
-            # worker died gets a fresh copy (hash=False: a new key, not the lost one)
-            model["now"] = (client.scatter(args[0], broadcast=True, hash=False)
-                            if isinstance(args[0], bytes) else args[0])
 
-        def submit(chunk):
-            return client.submit(run_chunk, task, chunk, model["now"], *args[1:],
-                                 retries=retries, pure=False)
+class _Submitter:
+    """Submits chunks to one Dask client with the model sent once to every worker."""
 
-        scatter()
-        started = time.perf_counter()
-        futures = [submit(chunk) for chunk in chunks]
-        chunk_of = {future.key: chunk for future, chunk in zip(futures, chunks)}
-        suspects: list[tuple[str, Atoms]] = []
-        waiting = as_completed(futures)
-        for future in waiting:
-            chunk = chunk_of.pop(future.key)
-            try:
-                # a finished future whose result died with its worker is recomputed from
-                # the scattered model, which may be lost too: never wait on it forever
-                outcomes = future.result(timeout=RESULT_SECONDS)
-            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after every retry
-                killed = type(exc).__name__ in ("KilledWorker", "TimeoutError")
-                if killed:
+    def __init__(self, client, task: str, args: tuple, retries: int):
+        self.client, self.task, self.args, self.retries = client, task, args, retries
+        self.scatter()
+
+    def scatter(self) -> None:
+        """Send the model again: scattered data has no recipe, so when every worker holding
+        it has died it is lost and a task needing it would wait forever; work submitted
+        after a worker died gets a fresh copy (hash=False: a new key, not the lost one)."""
+        model = self.args[0]
+        self.model = (self.client.scatter(model, broadcast=True, hash=False)
+                      if isinstance(model, bytes) else model)
+
+    def submit(self, chunk):
+        return self.client.submit(run_chunk, self.task, chunk, self.model, *self.args[1:],
+                                  retries=self.retries, pure=False)
+
+    def live_workers(self) -> int:
+        return len(self.client.scheduler_info()["workers"])
+
+
+def _run_chunks(cluster: _Submitter, chunks: list, store, suspects: list,
+                expected_workers: int | None) -> list:
+    """Run ``chunks`` on ``cluster`` until done; returns the chunks not done when a cluster
+    of ``expected_workers`` (our own) ran short of workers for DEGRADED_SECONDS."""
+    wait = _require_dask().wait
+    pending = {cluster.submit(chunk): chunk for chunk in chunks}
+    short_since = None
+    while pending:
+        try:
+            done, _ = wait(list(pending), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            done = ()
+        if expected_workers is not None and cluster.live_workers() < expected_workers:
+            short_since = short_since or time.perf_counter()
+            if time.perf_counter() - short_since > DEGRADED_SECONDS:
+                for future in pending:
                     future.cancel()
-                if killed and len(chunk) > 1:
-                    scatter()
-                    for item in chunk:
-                        single = submit([item])
-                        chunk_of[single.key] = [item]
-                        waiting.add(single)
-                elif killed:
-                    suspects.extend(chunk)
-                else:
-                    store(failed_chunk(chunk, exc))
-                future.release()
-                continue
-            store(outcomes)
-            future.release()
-        # a lone rerun may wait forever when the culprit has worn out the workers' restarts:
-        # it gets as long as the whole first pass took, at least ALONE_MIN_SECONDS
-        patience = max(ALONE_MIN_SECONDS, time.perf_counter() - started)
-        for item in suspects:  # one at a time, nothing else on the cluster
-            if scheduler is None:
-                # our own machine: a fresh process of its own, where nothing else can be
-                # blamed and no nanny's restarts can be worn out
-                store(run_alone_in_process(task, item, args))
-                continue
-            scatter()
-            store(_run_alone(submit([item]), [item], patience))
+                return list(pending.values())
+        else:
+            short_since = None
+        for future in done:
+            _collect(cluster, future, pending.pop(future), pending, store, suspects)
+    return []
 
 
+def _collect(cluster: _Submitter, future, chunk, pending: dict, store, suspects) -> None:
+    """Store a finished chunk's outcomes; a chunk whose worker died is split into single
+    structures (put in ``pending``), a single one becomes a suspect."""
+    try:
+        # a finished future whose result died with its worker is recomputed from the
+        # scattered model, which may be lost too: never wait on it forever
+        outcomes = future.result(timeout=RESULT_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after every retry
+        killed = type(exc).__name__ in ("KilledWorker", "TimeoutError")
+        if killed:
+            future.cancel()
+        if killed and len(chunk) > 1:
+            cluster.scatter()
+            for item in chunk:
+                pending[cluster.submit([item])] = [item]
+        elif killed:
+            suspects.extend(chunk)
+        else:
+            store(failed_chunk(chunk, exc))
+        future.release()
+        return
+    store(outcomes)
+    future.release()
+
+
+#: how long our own LocalCluster may run short of workers before it is replaced by a new
+#: one, seconds: a nanny restarts a dead worker within seconds, but one whose new worker
+#: died while the nanny was still starting it never does, and the run would wait forever
+DEGRADED_SECONDS = 60.0
+#: how often the client looks at its cluster while it waits for results, seconds
+POLL_SECONDS = 5.0
 #: fresh processes a suspect structure is run in, one after the other, before it is
 #: recorded as one that kills its worker
 LONE_TRIES = 2
