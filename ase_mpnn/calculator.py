@@ -72,10 +72,13 @@ class MPNNCalculator(Calculator):
             between calls while no pair can have come within the cutoff unseen (MD steps,
             relaxation steps, NPT cell changes); 0 builds a fresh list on every call.
             Results are identical either way.
-        compile: run the model through ``torch.compile`` (Potential.with_compiled_model):
-            faster per call after a one-off compilation of tens of seconds, for long runs
-            on one system; forces and stress still come from autograd outside the model.
-            (``ase-mpnn compile`` compiles the forces and stress too, ahead of time.)
+        compile: compile energy, forces and stress ahead of time with AOTInductor, as
+            ``ase-mpnn compile`` does (``ase_mpnn.compiled_cache``): 20 s to 2 min the
+            first time a model is used with a dtype and device, then loaded from a cache
+            folder in about a second; Hessians and per-atom stresses run on the eager twin
+            of the same weights. A committee, a model that takes charge or spin, or one
+            with D3 added runs its model through ``torch.compile`` instead
+            (Potential.with_compiled_model; forces and stress from autograd outside it).
         dispersion: D3(BJ) dispersion added to the model's energy, forces and stress (one
             autograd pass; ``ase_mpnn.dispersion``): a functional name ("pbe"), a dict
             {"functional": "pbe", "three_body": True}, False (or None) for none, or "auto"
@@ -156,10 +159,10 @@ class MPNNCalculator(Calculator):
         self.device, self.dtype = resolve_device(self.parameters["device"]), \
             resolve_dtype(self.parameters["dtype"])
         self.potential = loaded.potential
-        if self.parameters["compile"]:
-            self.potential = self.potential.with_compiled_model()
         dispersion = _resolve_dispersion(self.parameters["dispersion"],
                                          getattr(self.potential, "manifest", None))
+        if self.parameters["compile"]:
+            self.potential = _compiled(self.potential, loaded, dispersion)
         if dispersion:
             self.potential = with_dispersion(self.potential, **dispersion)
         # a committee adds its spread (energy_std, forces_std, ...) to what can be asked
@@ -361,6 +364,16 @@ def _unknown_options(names: Sequence[str]) -> str:
     valid = ["model", *MPNNCalculator.default_parameters, *_ASE_KEYWORDS]
     return (f"MPNNCalculator got unknown option(s) {', '.join(map(repr, names))}; "
             f"valid options: {', '.join(valid)}")
+
+
+def _compiled(potential: Any, loaded: Any, dispersion: dict | None) -> Any:
+    """``potential`` compiled ahead of time where it can be (a single model without charge,
+    spin or D3), else its model through torch.compile."""
+    from .compiled_cache import compiled_with_eager_twin, is_compilable
+
+    if dispersion or not loaded.sha256 or not is_compilable(potential):
+        return potential.with_compiled_model()
+    return compiled_with_eager_twin(potential, loaded.sha256, loaded.name)
 
 
 def _portable_source(source: Any) -> str | list[str]:

@@ -141,6 +141,7 @@ def compile_potential(potential: Potential, output: str | os.PathLike, *,
     """Compile a frozen potential (e.g. ``ase_mpnn.loading.load(...).potential``) into a
     ``.pt2`` file for the device and dtype its weights are on; returns the file's path.
     ``model_name`` and ``model_sha256`` (where it came from) go into the manifest.
+    ``ase_mpnn.compiled_check.compile_checked`` also runs the program once before keeping it.
 
     Takes about 20 s (SchNet) to two minutes (MACE) on one CPU core.
     """

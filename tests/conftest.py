@@ -22,6 +22,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"  # and for the scripts tests start as subprocesses
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _compiled_model_cache(tmp_path_factory):
+    """compile=True keeps its programs in a folder of this test session, never the user's
+    ~/.cache (tests that look at the cache set their own)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ASE_MPNN_CACHE", str(tmp_path_factory.mktemp("ase-mpnn-cache")))
+        yield
+
+
 def cu_fcc(repeat: int = 1, nickel_every: int = 0, rattle: float = 0.0, seed: int = 1) -> Atoms:
     """The tests' Cu cell: cubic fcc Cu (a = 3.6 A, 4 atoms) repeated ``repeat`` times along
     each axis, every ``nickel_every``-th atom Ni (0: none), rattled by ``rattle`` A."""

@@ -17,7 +17,7 @@ import torch
 from ase import Atoms
 from ase.build import bulk, fcc111
 
-from ase_mpnn import MPNNCalculator
+from ase_mpnn import MPNNCalculator, compiled_cache
 from ase_mpnn.cli import main
 from ase_mpnn.compiled import (
     COMPILED_MANIFEST,
@@ -25,6 +25,7 @@ from ase_mpnn.compiled import (
     compile_potential,
     read_compiled_manifest,
 )
+from ase_mpnn.compiled_cache import CompiledWithEagerTwin
 from ase_mpnn.errors import ModelFileError
 from ase_mpnn.loading import load
 
@@ -189,3 +190,74 @@ def test_per_atom_stresses_are_not_offered(schnet64):
     atoms = bulk("Cu", "fcc", 3.6, cubic=True)
     atoms.calc = calc
     assert np.isfinite(atoms.get_stress()).all()
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """An empty compiled-model cache folder (ASE_MPNN_CACHE) for this module's tests."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ASE_MPNN_CACHE", str(folder))
+        yield folder
+
+
+def test_compile_true_compiles_once_into_the_cache_and_equals_eager(compile_cache,
+                                                                   monkeypatch):
+    """compile=True compiles ahead of time on first use, loads the cached file after, and
+    gives the eager model's energies, forces, stress, Hessian and per-atom stresses."""
+    first = MPNNCalculator("emt-cuni-schnet", dtype="float64", device="cpu", compile=True)
+    assert isinstance(first.potential, CompiledWithEagerTwin)
+    assert len(list((compile_cache / "compiled").glob("*.pt2"))) == 1
+    monkeypatch.setattr(compiled_cache, "compile_checked",
+                        lambda *args, **kwargs: pytest.fail("compiled a cached model again"))
+    fast = MPNNCalculator("emt-cuni-schnet", dtype="float64", device="cpu", compile=True)
+    eager = MPNNCalculator("emt-cuni-schnet", dtype="float64", device="cpu")
+    for label, atoms in structures().items():
+        want, got = _results(eager, atoms), _results(fast, atoms)
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-10,
+                                       err_msg=f"{label} {key}")
+    atoms = structures()["triclinic"]
+    np.testing.assert_allclose(fast.get_hessian(atoms), eager.get_hessian(atoms), rtol=0,
+                               atol=1e-10)
+    fast.calculate(atoms, ["stresses"])
+    eager.calculate(atoms, ["stresses"])
+    np.testing.assert_allclose(fast.results["stresses"], eager.results["stresses"], rtol=0,
+                               atol=1e-10)
+
+
+@pytest.mark.parametrize("options", [{"model": "emt-cuni-schnet-committee"},
+                                     {"model": "xtb-chno-schnet-charge"},
+                                     {"model": "emt-cuni-schnet", "dispersion": "pbe"}])
+def test_compile_true_falls_back_to_torch_compile_where_aot_cannot(compile_cache, options):
+    """A committee, a charge model and a model with D3 added compile their model with
+    torch.compile (at the first call) and write nothing to the cache."""
+    before = sorted(compile_cache.rglob("*.pt2"))
+    calc = MPNNCalculator(**options, device="cpu", compile=True)
+    assert not isinstance(calc.potential, CompiledWithEagerTwin)
+    assert sorted(compile_cache.rglob("*.pt2")) == before
+
+
+def test_a_program_that_fails_its_check_is_not_kept(compile_cache, tmp_path, monkeypatch):
+    """AOTInductor of torch 2.13 corrupts the heap running a NequIP of 4 features: the
+    check in a child process catches it and no file is written; compile=True then falls
+    back to torch.compile with a warning that says why."""
+    from ase_mpnn.compiled_check import CompiledCheckError, compile_checked
+    from ase_mpnn.models import NequIP
+
+    from .conftest import make_potential
+
+    potential = make_potential(architecture=NequIP, n_features=4, n_layers=2, l_max=1,
+                               radial_hidden=8).to(torch.float64)
+    with pytest.raises(CompiledCheckError, match="crashed|differs"):
+        compile_checked(potential, tmp_path / "nequip.pt2")
+    assert not list(tmp_path.glob("*.pt2"))
+
+    def fails_its_check(*args, **kwargs):
+        raise CompiledCheckError("the compiled program crashed on its first calls")
+
+    monkeypatch.setattr(compiled_cache, "compile_checked", fails_its_check)
+    with pytest.warns(RuntimeWarning, match="crashed.*torch.compile instead"):
+        calc = MPNNCalculator(potential, device="cpu", dtype="float64", compile=True)
+    assert not isinstance(calc.potential, CompiledWithEagerTwin)
+    assert not list(compile_cache.rglob("*nequip*"))

@@ -9,12 +9,13 @@ from .options import device
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from ..compiled import compile_potential, read_compiled_manifest
+    from ..compiled import read_compiled_manifest
+    from ..compiled_check import compile_checked
     from ..loading import load
 
     loaded = load(args.model, args.device, args.dtype)
-    path = compile_potential(loaded.potential, args.output, model_name=loaded.name,
-                             model_sha256=loaded.sha256)
+    path = compile_checked(loaded.potential, args.output, model_name=loaded.name,
+                           model_sha256=loaded.sha256)
     manifest = read_compiled_manifest(path)
     size = Path(path).stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB, {manifest['dtype']} on {manifest['device']}, torch "
