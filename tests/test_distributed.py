@@ -62,13 +62,40 @@ def run_cli_isolated(argv: list[str], **popen) -> subprocess.CompletedProcess:
     return result
 
 
+CHILD_RUN = """
+import json, sys, time
+
+import psutil
+
+from ase_mpnn.runs import run
+
+counts = run({task!r}, [{path!r}], {db!r}, {model!r}, progress=False,
+             **json.loads(sys.argv[1]))
+
+
+def workers_alive():
+    alive = 0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            alive += "spawn_main" in " ".join(child.cmdline())
+        except psutil.Error:  # it ended while we looked
+            pass
+    return alive
+
+
+# the cluster closes with its client: no worker process outlives run()
+deadline = time.time() + 30
+while workers_alive() and time.time() < deadline:
+    time.sleep(0.2)
+print(json.dumps({{"counts": counts, "workers_left": workers_alive()}}))
+"""
+
+
 def run_isolated(task: str, path, db, *, env: dict[str, str] | None = None,
                  **kwargs) -> subprocess.Popen:
     """Start ``runs.run(task, [path], db, MODEL, **kwargs)`` in a child interpreter that
     prints its counts as JSON; ``finish`` waits for them."""
-    code = ("import json, sys; from ase_mpnn.runs import run; "
-            f"counts = run({task!r}, [{str(path)!r}], {str(db)!r}, {MODEL!r}, "
-            f"progress=False, **json.loads(sys.argv[1])); print(json.dumps(counts))")
+    code = CHILD_RUN.format(task=task, path=str(path), db=str(db), model=MODEL)
     return subprocess.Popen([sys.executable, "-c", code, json.dumps(kwargs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
@@ -81,7 +108,9 @@ def finish(process: subprocess.Popen) -> dict[str, int]:
     finally:
         process.kill()
     assert process.returncode == 0, f"exit {process.returncode}:\n{err[-4000:]}"
-    return json.loads(out.strip().splitlines()[-1])
+    printed = json.loads(out.strip().splitlines()[-1])
+    assert printed["workers_left"] == 0, "worker processes outlived run()"
+    return printed["counts"]
 
 
 def test_static_run_stores_everything_once_and_rerun_skips(inputs, tmp_path):

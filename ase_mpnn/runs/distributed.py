@@ -146,14 +146,14 @@ def _require_dask():
 def make_client(workers: int, scheduler: str | None, threads: int):
     """A dask Client: to ``scheduler`` if given, else a LocalCluster of ``workers`` processes
     with one Dask thread each (torch then uses ``threads`` per process)."""
-    distributed = _require_dask()
-    Client, LocalCluster = distributed.Client, distributed.LocalCluster
+    Client = _require_dask().Client
     if scheduler:
         return Client(scheduler)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # inherited by the workers
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0")  # any free port
-    return Client(cluster)
+    # a Client that starts its LocalCluster itself also closes it (scheduler, nannies and
+    # worker processes) when it closes; one handed a cluster leaves it running
+    return Client(n_workers=workers, threads_per_worker=1, processes=True,
+                  dashboard_address=":0")  # any free port
 
 
 def run(task: str, inputs: Sequence[str | os.PathLike], db: str | os.PathLike, model: str, *,
