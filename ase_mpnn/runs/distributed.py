@@ -279,37 +279,49 @@ class _Submitter:
                                   retries=self.retries, pure=False)
 
     def live_workers(self) -> int:
-        return len(self.client.scheduler_info()["workers"])
+        return len(self.client.nthreads())  # every worker, whatever the cluster's size
 
 
 def _run_chunks(cluster: _Submitter, chunks: list, store, suspects: list,
                 expected_workers: int | None) -> list:
     """Run ``chunks`` on ``cluster`` until done; returns the chunks not done when a cluster
     of ``expected_workers`` (our own) ran short of workers for DEGRADED_SECONDS."""
-    wait = _require_dask().wait
-    pending = {cluster.submit(chunk): chunk for chunk in chunks}
-    short_since = None
+    waiting = _require_dask().as_completed()
+    pending: dict[str, tuple[Any, list]] = {}  # future key -> (future, chunk)
+
+    def submit(chunk: list) -> None:
+        future = cluster.submit(chunk)
+        pending[future.key] = (future, chunk)
+        waiting.add(future)
+
+    for chunk in chunks:
+        submit(chunk)
+    short_since, last_look = None, time.perf_counter()
     while pending:
-        try:
-            done, _ = wait(list(pending), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
-        except TimeoutError:
-            done = ()
-        if expected_workers is not None and cluster.live_workers() < expected_workers:
-            short_since = short_since or time.perf_counter()
-            if time.perf_counter() - short_since > DEGRADED_SECONDS:
-                for future in pending:
-                    future.cancel()
-                return list(pending.values())
-        else:
-            short_since = None
+        done = waiting.next_batch(block=False)
+        if not done:
+            time.sleep(0.05)
         for future in done:
-            _collect(cluster, future, pending.pop(future), pending, store, suspects)
+            for single in _collect(cluster, future, pending.pop(future.key)[1], store,
+                                   suspects):
+                submit(single)
+        if expected_workers is None or time.perf_counter() - last_look < POLL_SECONDS:
+            continue
+        last_look = time.perf_counter()
+        if cluster.live_workers() >= expected_workers:
+            short_since = None
+            continue
+        short_since = short_since or last_look
+        if last_look - short_since > DEGRADED_SECONDS:
+            for future, _ in pending.values():
+                future.cancel()
+            return [chunk for _, chunk in pending.values()]
     return []
 
 
-def _collect(cluster: _Submitter, future, chunk, pending: dict, store, suspects) -> None:
-    """Store a finished chunk's outcomes; a chunk whose worker died is split into single
-    structures (put in ``pending``), a single one becomes a suspect."""
+def _collect(cluster: _Submitter, future, chunk, store, suspects) -> list[list]:
+    """Store a finished chunk's outcomes; returns the single-structure chunks to submit
+    when the chunk's worker died (a single one whose worker died becomes a suspect)."""
     try:
         # a finished future whose result died with its worker is recomputed from the
         # scattered model, which may be lost too: never wait on it forever
@@ -318,18 +330,18 @@ def _collect(cluster: _Submitter, future, chunk, pending: dict, store, suspects)
         killed = type(exc).__name__ in ("KilledWorker", "TimeoutError")
         if killed:
             future.cancel()
+        future.release()
         if killed and len(chunk) > 1:
             cluster.scatter()
-            for item in chunk:
-                pending[cluster.submit([item])] = [item]
-        elif killed:
+            return [[item] for item in chunk]
+        if killed:
             suspects.extend(chunk)
         else:
             store(failed_chunk(chunk, exc))
-        future.release()
-        return
+        return []
     store(outcomes)
     future.release()
+    return []
 
 
 #: how long our own LocalCluster may run short of workers before it is replaced by a new
