@@ -17,7 +17,14 @@ cutoff.
 
 Inputs of the program (``INPUTS``): species (n_atoms,) int64, positions (n_atoms, 3) A,
 cell (n_graphs, 3, 3) A, pbc (n_graphs, 3) bool, edge_index (2, n_edges) int64,
-cell_shifts (n_edges, 3), batch (n_atoms,) int64. Outputs (``OUTPUTS``): energy
+cell_shifts (n_edges, 3), batch (n_atoms,) int64, and the bond pairing of the edges
+(``ase_mpnn.nn.edge_pairs``): bond_of_edge (n_edges,) int64, bond_first_edge (n_bonds,)
+int64. The pairing is computed outside the program (its size depends on the data) and
+lets the program evaluate radial networks once per bond, as eager runs do; files of format
+version 1 take the first seven inputs only. A model with a neighbour-matrix path (MACE,
+NequIP: ``ase_mpnn.nn.neighbor_matrix``) gets a second program, "slots", that also takes
+the layout: neighbor_slot (n_edges,) int64 and slot_columns (n_slots,), and each graph
+runs on the layout an eager run would choose for it (``PROGRAMS``). Outputs (``OUTPUTS``): energy
 (n_graphs,) eV, per-atom energies (n_atoms,) eV, forces (n_atoms, 3) eV/A, stress
 (n_graphs, 3, 3) eV/A^3 (NaN for structures not periodic in all three directions).
 """
@@ -43,15 +50,22 @@ from ._version import __version__
 from .errors import ModelFileError
 from .graph import Graph, build_graph
 from .graph.charge_spin import check_inputs_taken
+from .nn.edge_pairs import edge_pairs
+from .nn.neighbor_matrix import neighbor_slots
 from .nn.tracing import whole_program_trace
 from .potential import EnergyTerm, Potential, _evaluate_term, edge_geometry
 
 FORMAT_NAME = "ase-mpnn-compiled"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the bond pairing is an input
 #: the extra file of the .pt2 archive holding the manifest (JSON)
 COMPILED_MANIFEST = "ase_mpnn_manifest.json"
 INPUTS = (keys.SPECIES, keys.POSITIONS, keys.CELL, keys.PBC, keys.EDGE_INDEX,
-          keys.CELL_SHIFTS, keys.BATCH)
+          keys.CELL_SHIFTS, keys.BATCH, keys.BOND_OF_EDGE, keys.BOND_FIRST_EDGE)
+BOND_INPUTS = (keys.BOND_OF_EDGE, keys.BOND_FIRST_EDGE)
+SLOT_INPUTS = (keys.NEIGHBOR_SLOT, keys.SLOT_COLUMNS)
+#: the programs of a file and their inputs: "model" on the edges, and, for models with a
+#: neighbour-matrix path (ase_mpnn.nn.neighbor_matrix), "slots" for graphs in that layout
+PROGRAMS = {"model": INPUTS, "slots": INPUTS + SLOT_INPUTS}
 OUTPUTS = (keys.ENERGY, keys.ATOMIC_ENERGIES, keys.FORCES, keys.STRESS)
 
 
@@ -61,9 +75,10 @@ class _WholePotential(nn.Module):
     The isolated-atom outputs e_iso are computed once here and held as a buffer: inside
     the trace they are a constant, as they are for frozen weights in eager runs."""
 
-    def __init__(self, potential: Potential):
+    def __init__(self, potential: Potential, inputs: tuple[str, ...] = INPUTS):
         super().__init__()
         self.potential = potential
+        self.inputs = inputs
         like = next(potential.parameters())
         self.register_buffer("e_iso", potential.isolated_atom_outputs(like).detach().clone())
 
@@ -71,7 +86,7 @@ class _WholePotential(nn.Module):
         return self.potential.per_atom_energies_from(graph, self.e_iso)
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        graph = dict(zip(INPUTS, tensors))
+        graph = dict(zip(self.inputs, tensors))
         term = EnergyTerm(self.energies, self.potential.cutoff, False)
         out = _evaluate_term(graph, term, forces=True, stress=True, atomic_stresses=False,
                              create_graph=False)
@@ -81,8 +96,9 @@ class _WholePotential(nn.Module):
 def example_graph(potential: Potential, dtype: torch.dtype, device: torch.device) -> Graph:
     """A batch of five small periodic cells of the potential's species, to trace with.
 
-    Its sizes (structures, atoms, edges) differ from each other and from 2 and 3, so the
-    symbolic trace cannot confuse one size with another or with a fixed dimension."""
+    Its sizes (structures, atoms, edges, bonds, neighbour-matrix columns) differ from each
+    other and from 2 and 3, so the symbolic trace cannot confuse one size with another or
+    with a fixed dimension."""
     spacing = 0.45 * potential.cutoff
     structures = []
     for k in range(5):
@@ -94,36 +110,76 @@ def example_graph(potential: Potential, dtype: torch.dtype, device: torch.device
                    for i in range(len(grid))]
         structures.append(Atoms(symbols, positions=positions, cell=np.eye(3) * n * spacing,
                                 pbc=True))
-    graph = build_graph(structures, potential.cutoff, potential.species, dtype=dtype,
-                        device=device)
+    graph = with_bond_pairing(build_graph(structures, potential.cutoff, potential.species,
+                                          dtype=dtype, device=device))
+    graph = with_neighbor_slots(graph)
     sizes = {"graphs": 5, "atoms": graph[keys.POSITIONS].shape[0],
-             "edges": graph[keys.EDGE_INDEX].shape[1]}
-    assert len(set(sizes.values()) | {2, 3}) == 5, sizes
+             "edges": graph[keys.EDGE_INDEX].shape[1],
+             "bonds": graph[keys.BOND_FIRST_EDGE].shape[0],
+             "slots": graph[keys.SLOT_COLUMNS].shape[0]}
+    assert len(set(sizes.values()) | {2, 3}) == 7, sizes
     return graph
 
 
-def _dynamic_shapes() -> tuple[dict[int, Any] | None, ...]:
+def with_bond_pairing(graph: Graph) -> Graph:
+    """The graph with the bond pairing of its edges (``keys.BOND_OF_EDGE``,
+    ``keys.BOND_FIRST_EDGE``; ``ase_mpnn.nn.edge_pairs``), as the program takes it."""
+    centers, neighbors = graph[keys.EDGE_INDEX]
+    graph = dict(graph)
+    graph[keys.BOND_OF_EDGE], graph[keys.BOND_FIRST_EDGE] = edge_pairs(
+        centers, neighbors, graph[keys.CELL_SHIFTS])
+    return graph
+
+
+def with_neighbor_slots(graph: Graph) -> Graph | None:
+    """The graph with its neighbour-matrix layout (``keys.NEIGHBOR_SLOT``,
+    ``keys.SLOT_COLUMNS``), or None where eager runs would not use that layout
+    (``ase_mpnn.nn.neighbor_matrix.neighbor_slots``: too much padding, or no edges)."""
+    slots = neighbor_slots(graph[keys.EDGE_INDEX][0], graph[keys.SPECIES].shape[0])
+    if slots is None:
+        return None
+    graph = dict(graph)
+    graph[keys.NEIGHBOR_SLOT] = slots[0]
+    graph[keys.SLOT_COLUMNS] = torch.zeros(slots[1], dtype=torch.int64,
+                                           device=slots[0].device)
+    return graph
+
+
+def uses_neighbor_matrix(potential: Potential) -> bool:
+    """True when some convolution of the model has a neighbour-matrix path."""
+    return any(getattr(module, "matrix_path", None) is not None
+               for module in potential.modules())
+
+
+def _dynamic_shapes(inputs: tuple[str, ...]) -> tuple[dict[int, Any] | None, ...]:
     atoms = torch.export.Dim("n_atoms", min=1, max=1 << 30)
     edges = torch.export.Dim("n_edges", min=0, max=1 << 34)
+    bonds = torch.export.Dim("n_bonds", min=0, max=1 << 34)
+    slots = torch.export.Dim("n_slots", min=1, max=1 << 24)
     graphs = torch.export.Dim("n_graphs", min=1, max=1 << 30)
     by_key = {keys.SPECIES: {0: atoms}, keys.POSITIONS: {0: atoms}, keys.CELL: {0: graphs},
               keys.PBC: {0: graphs}, keys.EDGE_INDEX: {1: edges}, keys.CELL_SHIFTS: {0: edges},
-              keys.BATCH: {0: atoms}}
-    return tuple(by_key[key] for key in INPUTS)
+              keys.BATCH: {0: atoms}, keys.BOND_OF_EDGE: {0: edges},
+              keys.BOND_FIRST_EDGE: {0: bonds}, keys.NEIGHBOR_SLOT: {0: edges},
+              keys.SLOT_COLUMNS: {0: slots}}
+    return tuple(by_key[key] for key in inputs)
 
 
-def export_potential(potential: Potential, graph: Graph) -> torch.export.ExportedProgram:
-    """The exported program of ``_WholePotential(potential)``, dynamic in atoms, edges and
-    structures; ``graph`` (e.g. ``example_graph``) gives the example inputs."""
+def export_potential(potential: Potential, graph: Graph, inputs: tuple[str, ...] = INPUTS
+                     ) -> torch.export.ExportedProgram:
+    """The exported program of ``_WholePotential(potential)`` taking ``inputs`` (graph
+    keys, in order), dynamic in atoms, edges, bonds, structures and neighbour-matrix
+    columns; ``graph`` (e.g. ``example_graph``) gives the example inputs."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    module = _WholePotential(potential)
-    args = tuple(graph[key] for key in INPUTS)
+    module = _WholePotential(potential, inputs)
+    args = tuple(graph[key] for key in inputs)
     # torch.export cannot trace torch.autograd.grad itself (torch 2.13); make_fx records
     # the backward as aten operations, and that graph exports like any other
     with whole_program_trace():
         traced = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
-    return torch.export.export(traced, args, dynamic_shapes=_dynamic_shapes(), strict=False)
+    return torch.export.export(traced, args, dynamic_shapes=_dynamic_shapes(inputs),
+                               strict=False)
 
 
 def _check_compilable(potential: Any) -> Potential:
@@ -143,7 +199,9 @@ def compile_potential(potential: Potential, output: str | os.PathLike, *,
     ``model_name`` and ``model_sha256`` (where it came from) go into the manifest.
     ``ase_mpnn.compiled_check.compile_checked`` also runs the program once before keeping it.
 
-    Takes about 20 s (SchNet) to two minutes (MACE) on one CPU core.
+    A model with a neighbour-matrix path (MACE, NequIP) gets two programs, one per layout
+    (``PROGRAMS``); ``CompiledPotential`` runs each graph on the layout eager runs choose.
+    Takes about 20 s (SchNet) to three minutes (MACE, two programs) on one CPU core.
     """
     from torch.export.pt2_archive._package import package_pt2
 
@@ -153,15 +211,20 @@ def compile_potential(potential: Potential, output: str | os.PathLike, *,
     potential = _check_compilable(potential)
     weights = next(potential.parameters())
     start = time.perf_counter()
-    program = export_potential(potential, example_graph(potential, weights.dtype,
-                                                         weights.device))
-    files = torch._inductor.aot_compile(program.module(), program.example_inputs[0],
-                                        options={"aot_inductor.package": True})
+    example = example_graph(potential, weights.dtype, weights.device)
+    programs = {name: inputs for name, inputs in PROGRAMS.items()
+                if name == "model" or uses_neighbor_matrix(potential)}
+    files = {}
+    for name, inputs in programs.items():
+        program = export_potential(potential, example, inputs)
+        files[name] = torch._inductor.aot_compile(program.module(), program.example_inputs[0],
+                                                  options={"aot_inductor.package": True})
     manifest = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
         "torch_version": torch.__version__, "device": weights.device.type,
         "dtype": str(weights.dtype).replace("torch.", ""), "package_version": __version__,
         "inputs": list(INPUTS), "outputs": list(OUTPUTS),
+        "programs": {name: list(inputs) for name, inputs in programs.items()},
         "compile_seconds": round(time.perf_counter() - start, 1),
         "model_name": model_name, "model_sha256": model_sha256,
         # the model file's manifest (a potential built in memory: what the calculator reads)
@@ -173,7 +236,7 @@ def compile_potential(potential: Potential, output: str | os.PathLike, *,
     with tempfile.NamedTemporaryFile(dir=output.parent, suffix=".pt2", delete=False) as tmp:
         partial = Path(tmp.name)
     try:
-        package_pt2(str(partial), aoti_files={"model": files},
+        package_pt2(str(partial), aoti_files=files,
                     extra_files={COMPILED_MANIFEST: json.dumps(manifest, indent=1)})
         os.replace(partial, output)
     finally:
@@ -242,11 +305,22 @@ class CompiledPotential:
                 f"{path} was compiled for device {found.get('device')!r}, asked to run on "
                 f"{self.device.type!r}: compile it again with --device {self.device.type}")
         self.dtype = getattr(torch, found["dtype"])
+        # each program's inputs, in order (format 1: one program, no bond pairing)
+        self.programs = {name: tuple(inputs) for name, inputs in
+                         (found.get("programs") or {"model": INPUTS[:7]}).items()}
+        unknown = {key for inputs in self.programs.values() for key in inputs} - set(
+            PROGRAMS["slots"])
+        if unknown or "model" not in self.programs:
+            raise ModelFileError(f"{path} holds programs or inputs this ase-mpnn does not "
+                                 f"know ({sorted(self.programs)}, {sorted(unknown)}); "
+                                 "upgrade ase-mpnn")
         self._marker = torch.empty(0, dtype=self.dtype, device=self.device)
         self.manifest = found.get("model") or {}
         self.manifest_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
         try:
-            self._runner = torch._inductor.aoti_load_package(str(path))
+            from torch._inductor.package import load_package
+
+            self._runners = {name: load_package(str(path), name) for name in self.programs}
         except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError and others
             raise ModelFileError(f"cannot load compiled model {path}: "
                                  f"{' '.join(str(exc).split())[:300]}") from exc
@@ -302,14 +376,26 @@ class CompiledPotential:
                                       "per-atom stresses and training need the model file")
         check_inputs_taken(graph, (), f"this compiled {self.architecture} model")
         graph = self._within_cutoff(graph)
+        name, graph = self._program_for(graph)
         floats = (keys.POSITIONS, keys.CELL, keys.CELL_SHIFTS)
         inputs = [graph[key].to(self.device, self.dtype) if key in floats
-                  else graph[key].to(self.device) for key in INPUTS]
-        values = self._runner(*inputs)
+                  else graph[key].to(self.device) for key in self.programs[name]]
+        values = self._runners[name](*inputs)
         out = dict(zip(OUTPUTS, values))
         if not stress:
             del out[keys.STRESS]
         return out
+
+    def _program_for(self, graph: Graph) -> tuple[str, Graph]:
+        """The program to run the graph on, and the graph with that program's layout
+        inputs: the neighbour-matrix program where eager runs would use that layout."""
+        if BOND_INPUTS[0] in self.programs["model"]:
+            graph = with_bond_pairing(graph)
+        if "slots" in self.programs:
+            in_slots = with_neighbor_slots(graph)
+            if in_slots is not None:
+                return "slots", in_slots
+        return "model", graph
 
     def _within_cutoff(self, graph: Graph) -> Graph:
         """The graph without the pairs beyond the cutoff when its list holds longer ones

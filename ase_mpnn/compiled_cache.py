@@ -1,6 +1,7 @@
 """``MPNNCalculator(..., compile=True)``: the ahead-of-time compiled potential, in-process.
 
-The first use of a model (per weights, dtype, device, torch and ase-mpnn version) compiles
+The first use of a model (per weights, dtype, device, torch and ase-mpnn version, and
+compiled-file format) compiles
 energy, forces and stress with AOTInductor, as ``ase-mpnn compile`` does, into a ``.pt2``
 file in a cache folder; later uses load that file in a second. Energy, forces and stress
 of graphs the compiled program takes run compiled; everything else (Hessians, per-atom
@@ -23,7 +24,7 @@ import torch
 
 from . import keys
 from ._version import __version__
-from .compiled import CompiledPotential, _check_compilable
+from .compiled import FORMAT_VERSION, CompiledPotential, _check_compilable
 from .compiled_check import CompiledCheckError, compile_checked
 from .potential import Potential
 
@@ -44,7 +45,7 @@ def cached_file(model_sha256: str, dtype: torch.dtype, device: torch.device) -> 
     """The cache file of one model's weights for one dtype, device and torch version."""
     dtype_name = str(dtype).replace("torch.", "")
     name = (f"{model_sha256[:20]}-{dtype_name}-{device.type}-torch{torch.__version__}-"
-            f"ase-mpnn{__version__}.pt2").replace("+", "_")
+            f"ase-mpnn{__version__}-format{FORMAT_VERSION}.pt2").replace("+", "_")
     return cache_dir() / "compiled" / name
 
 

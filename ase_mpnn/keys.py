@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
-Level = Literal["node", "edge", "graph", "batch"]
+Level = Literal["node", "edge", "bond", "slot", "graph", "batch"]
 
 
 class Field(NamedTuple):
@@ -60,6 +60,23 @@ SPIN_MULTIPLICITY = register("spin_multiplicity", "graph", "(n_graphs,) float",
 # only when the list was built beyond the model's cutoff (Verlet skin); the potential then
 # drops the pairs beyond the cutoff
 LIST_CUTOFF = register("list_cutoff", "batch", "() float", "Angstrom")
+
+# the bond pairing of a full list (ase_mpnn.nn.edge_pairs: an edge i -> j + S and its
+# reverse j -> i - S are one bond). Models compute it themselves; a compiled program
+# (ase_mpnn.compiled) cannot (its size depends on the data), so it is handed these.
+# Never batched: they are added to a finished batch right before the call.
+BOND_OF_EDGE = register("bond_of_edge", "edge", "(n_edges,) int64", "bond of each edge")
+BOND_FIRST_EDGE = register("bond_first_edge", "bond", "(n_bonds,) int64",
+                           "lowest edge index of each bond")
+
+# the neighbour-matrix layout of the edges (ase_mpnn.nn.neighbor_matrix), handed to a
+# compiled program in the same way: the row-major position i * n_slots + s of each edge,
+# and a tensor whose length is n_slots (its values are not read: a program takes sizes
+# from the shapes of its inputs)
+NEIGHBOR_SLOT = register("neighbor_slot", "edge", "(n_edges,) int64",
+                         "position of each edge in the (n_atoms, n_slots) neighbour matrix")
+SLOT_COLUMNS = register("slot_columns", "slot", "(n_slots,) int64",
+                        "length: columns of the neighbour matrix")
 
 # --- geometry, written by ase_mpnn.potential before the model runs -------------------
 EDGE_VECTORS = register("edge_vectors", "edge", "(n_edges, 3) float",

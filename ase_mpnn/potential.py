@@ -89,6 +89,9 @@ def drop_edges_beyond(graph: Graph, cutoff: float) -> Graph:
     graph[keys.CELL_SHIFTS] = graph[keys.CELL_SHIFTS].index_select(0, keep)
     graph[keys.EDGE_VECTORS] = graph[keys.EDGE_VECTORS].index_select(0, keep)
     graph[keys.EDGE_LENGTHS] = torch.linalg.vector_norm(graph[keys.EDGE_VECTORS], dim=-1)
+    # the layout of the old edges
+    for key in (keys.BOND_OF_EDGE, keys.BOND_FIRST_EDGE, keys.NEIGHBOR_SLOT, keys.SLOT_COLUMNS):
+        graph.pop(key, None)
     return graph
 
 

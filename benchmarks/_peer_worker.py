@@ -23,7 +23,8 @@ Errors are answered as {"error": "..."} and the worker goes on.
 
 NAME is "schnetpack", "mace", "nequip" (a peer; options: ``one_call`` for SchNetPack,
 ``aoti`` for nequip, ``use_reduced_cg`` for mace) or "ours-schnet", "ours-mace",
-"ours-nequip" (options: ``skin``, Angstrom). Two shims make the peers load under torch
+"ours-nequip" (options: ``skin``, Angstrom; ``compile``: ahead-of-time, as
+``MPNNCalculator(..., compile=True)``). Two shims make the peers load under torch
 2.13, neither touching what is computed: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (SpkCalculator
 torch.loads a whole pickled model; mace-torch sets the same on import), and SchNetPack's
 import of the renamed type variable ``torch.utils.data.dataloader.T_co``.
@@ -259,9 +260,10 @@ def build_ours(architecture: str, dtype: str, options: dict) -> Built:
         raise ValueError(f"unknown architecture {architecture!r}")
     model = build_preset(architecture, list(SPECIES), CUTOFF_A, seed=0)
     skin = float(options.get("skin", 0.5))
-    calc = MPNNCalculator(model, device="cpu", dtype=dtype, skin=skin)
+    compiled = bool(options.get("compile", False))
+    calc = MPNNCalculator(model, device="cpu", dtype=dtype, skin=skin, compile=compiled)
     settings = dict(model=type(model).__name__, cutoff=CUTOFF_A, skin=skin,
-                    **BENCHMARK[architecture][1])
+                    compile=compiled, **BENCHMARK[architecture][1])
     return calc, n_parameters(model), settings
 
 

@@ -13,6 +13,7 @@ import torch
 from ase_mpnn import keys
 from ase_mpnn.graph import build_graph
 from ase_mpnn.models.presets import SMALL
+from ase_mpnn.nn import edge_pairs as edge_pairs_module
 from ase_mpnn.nn import equivariant, neighbor_matrix
 from ase_mpnn.nn.edge_pairs import edge_pairs
 from ase_mpnn.potential import edge_geometry
@@ -81,7 +82,8 @@ def test_bond_weights_give_the_per_row_results(preset, layout, monkeypatch):
     model = potential.model
     assert equivariant.edge_inputs(geometry, model.sh, model.radial, 2).bond_of_row is not None
     by_bond = potential(graph, forces=True, stress=True), _loss_gradients(potential, cache)
-    monkeypatch.setattr(equivariant, "CHECKPOINT_EDGES", 0)  # no bonds: per row
+    monkeypatch.setattr(edge_pairs_module, "CHECKPOINT_EDGES", 0)  # no bonds: per row
+    assert equivariant.edge_inputs(geometry, model.sh, model.radial, 2).bond_of_row is None
     by_row = potential(graph, forces=True, stress=True), _loss_gradients(potential, cache)
     for key in (keys.ENERGY, keys.FORCES, keys.STRESS):
         torch.testing.assert_close(by_bond[0][key], by_row[0][key], rtol=1e-12, atol=1e-12)

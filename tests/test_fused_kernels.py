@@ -78,8 +78,7 @@ def test_bond_shared_filters_in_chunks_and_without_bonds(monkeypatch):
     Both give the per-edge results."""
     from ase.build import bulk
 
-    from ase_mpnn.models import mpnn
-    from ase_mpnn.nn import chunks
+    from ase_mpnn.nn import chunks, edge_pairs
 
     potential = make_preset("SchNet").double()
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
@@ -98,7 +97,7 @@ def test_bond_shared_filters_in_chunks_and_without_bonds(monkeypatch):
     reference = results(False)
     for a, b in zip(results(True), reference):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    monkeypatch.setattr(mpnn, "CHECKPOINT_EDGES", 0)
+    monkeypatch.setattr(edge_pairs, "CHECKPOINT_EDGES", 0)
     assert potential.model._bonds(graph, torch.ones(centers.shape[0])) is None
     for a, b in zip(results(True), reference):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -36,12 +36,11 @@ from torch import nn
 
 from .. import keys
 from ..nn import make_envelope, make_radial_basis, mlp
-from ..nn.chunks import CHECKPOINT_EDGES, atom_chunks, map_chunks, split_edges
-from ..nn.edge_pairs import edge_pairs
+from ..nn.chunks import atom_chunks, map_chunks, split_edges
+from ..nn.edge_pairs import graph_bonds
 from ..nn.filter_sum import BondEdges, filter_sum
 from ..nn.global_state import make_global_embedding
 from ..nn.message_passing import SumAggregation, make_aggregation
-from ..nn.tracing import tracing
 from .base import AtomisticModel, check_positive_ints, register_architecture
 
 MESSAGES = ("linear", "mlp", "filter", "gated")
@@ -356,12 +355,12 @@ class MPNN(AtomisticModel):
             layer.shares_bond_filters for layer in self.interactions)
 
     def _bonds(self, graph: dict[str, torch.Tensor], r: torch.Tensor) -> BondEdges | None:
-        """Bond-level radial inputs of the graph, or None without edges or for graphs so
-        large that their edge work is checkpointed (``ase_mpnn.nn.chunks``), or under a
-        whole-program trace (the bond count depends on the data: ``ase_mpnn.nn.tracing``)."""
-        centers, neighbors = graph[keys.EDGE_INDEX]
-        if tracing() or not 0 < centers.shape[0] <= CHECKPOINT_EDGES:
+        """Bond-level radial inputs of the graph, or None where ``graph_bonds`` gives no
+        pairing (no edges, graphs so large that their edge work is checkpointed, a
+        whole-program trace that was not handed the pairing)."""
+        pairing = graph_bonds(graph)
+        if pairing is None:
             return None
-        bond_of_edge, first_edge = edge_pairs(centers, neighbors, graph[keys.CELL_SHIFTS])
+        bond_of_edge, first_edge = pairing
         r_bond = r.index_select(0, first_edge)
         return BondEdges(self.radial_basis(r_bond), self.envelope(r_bond), bond_of_edge)

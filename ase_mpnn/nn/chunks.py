@@ -65,6 +65,8 @@ def atom_chunks(centers: torch.Tensor, n_atoms: int, size: int | None = None) ->
 
 def uniform_chunks(n_atoms: int, rows_per_atom: int, size: int | None = None) -> list[Chunk]:
     """Chunks of a neighbour matrix (rows_per_atom rows per atom) of about ``size`` rows."""
+    if tracing():  # one traced program for every size: no chunks
+        return [(0, n_atoms, 0, n_atoms * rows_per_atom)]
     size = size or EDGE_CHUNK
     step = max(1, size // max(rows_per_atom, 1))
     return [(a0, min(a0 + step, n_atoms), a0 * rows_per_atom,

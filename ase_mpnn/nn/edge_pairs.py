@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import torch
 
+from .. import keys
+from .chunks import CHECKPOINT_EDGES
+from .tracing import tracing
+
 
 def edge_pairs(centers: torch.Tensor, neighbors: torch.Tensor, shifts: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,6 +53,24 @@ def edge_pairs(centers: torch.Tensor, neighbors: torch.Tensor, shifts: torch.Ten
     first_edge = torch.full((n_bonds,), n_edges, dtype=torch.int64, device=centers.device)
     first_edge.scatter_reduce_(0, bond_of_edge, edges, reduce="amin")
     return bond_of_edge, first_edge
+
+
+def graph_bonds(graph: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The bond pairing of a graph's edges, as ``edge_pairs`` returns it, or None.
+
+    It is read from the graph when given there (``keys.BOND_OF_EDGE`` and
+    ``keys.BOND_FIRST_EDGE``: how a compiled program receives it, ``ase_mpnn.compiled``),
+    else computed. None, where the models then work per edge: under a whole-program trace
+    without it (the bond count depends on the data, ``ase_mpnn.nn.tracing``), for a graph
+    without edges, and for graphs above ``CHECKPOINT_EDGES`` edges, whose edge work is
+    checkpointed in groups where one bond-sized tensor would hold the whole graph.
+    """
+    if keys.BOND_OF_EDGE in graph:
+        return graph[keys.BOND_OF_EDGE], graph[keys.BOND_FIRST_EDGE]
+    centers, neighbors = graph[keys.EDGE_INDEX]
+    if tracing() or not 0 < centers.shape[0] <= CHECKPOINT_EDGES:
+        return None
+    return edge_pairs(centers, neighbors, graph[keys.CELL_SHIFTS])
 
 
 def _first_nonzero_negative(s: torch.Tensor) -> torch.Tensor:

@@ -22,8 +22,7 @@ from e3nn import o3
 from torch import nn
 
 from .. import keys
-from .chunks import CHECKPOINT_EDGES
-from .edge_pairs import edge_pairs
+from .edge_pairs import graph_bonds
 from .neighbor_matrix import neighbor_slots, to_slots
 from .radial import BesselBasis, PolynomialCutoff
 from .tracing import tracing
@@ -200,20 +199,27 @@ def edge_inputs(graph: dict[str, torch.Tensor], sh: EdgeSphericalHarmonics,
     """The ``EdgeInputs`` of a graph that carries edge geometry (``keys.EDGE_VECTORS`` and
     ``keys.EDGE_LENGTHS``, Angstrom, ``keys.CELL_SHIFTS``), in the neighbour-matrix layout
     when its padding is small enough (``neighbor_slots``), else on the edges; with the
-    bonds (``edge_pairs``) unless the graph has more than CHECKPOINT_EDGES edges; on the
-    edges without bonds under a whole-program trace (``ase_mpnn.nn.tracing``)."""
+    bonds wherever ``graph_bonds`` gives them. A graph may hand in its layout
+    (``keys.NEIGHBOR_SLOT``, ``keys.SLOT_COLUMNS``; the bond keys), as a compiled program's
+    graph does; under a whole-program trace (``ase_mpnn.nn.tracing``) what is not handed
+    in is not used: the rows are then the edges, without bonds."""
     species = graph[keys.SPECIES]
     centers, neighbors = graph[keys.EDGE_INDEX]
     vectors, lengths = graph[keys.EDGE_VECTORS], graph[keys.EDGE_LENGTHS]
     n_atoms, n_slots = species.shape[0], 0
     bonds = None
-    # an exported program (ase_mpnn.compiled) holds one layout for every size: the edges
-    # themselves (the bond and slot counts depend on the data, not only on the shapes)
+    # an exported program (ase_mpnn.compiled) holds one layout for every size, and the
+    # bond and slot counts depend on the data, not only on the shapes: it runs on the
+    # layout it is handed (bonds, slots), else on the edges
     exporting = tracing()
-    if not exporting and 0 < centers.shape[0] <= CHECKPOINT_EDGES:
-        bond_of_row, first_edge = edge_pairs(centers, neighbors, graph[keys.CELL_SHIFTS])
+    pairing = graph_bonds(graph)
+    if pairing is not None:
+        bond_of_row, first_edge = pairing
         bonds = (*radial(lengths.index_select(0, first_edge)), bond_of_row)
-    slots = None if exporting else neighbor_slots(centers, n_atoms)
+    if keys.NEIGHBOR_SLOT in graph:  # handed in, as to a compiled program
+        slots = graph[keys.NEIGHBOR_SLOT], graph[keys.SLOT_COLUMNS].shape[0]
+    else:
+        slots = None if exporting else neighbor_slots(centers, n_atoms)
     if slots is not None:
         positions, n_slots = slots
         rows, far = n_atoms * n_slots, 2.0 * radial.cutoff  # padding: beyond the cutoff
