@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -131,11 +132,13 @@ def with_bond_pairing(graph: Graph) -> Graph:
     return graph
 
 
-def with_neighbor_slots(graph: Graph) -> Graph | None:
+def with_neighbor_slots(graph: Graph, any_padding: bool = False) -> Graph | None:
     """The graph with its neighbour-matrix layout (``keys.NEIGHBOR_SLOT``,
     ``keys.SLOT_COLUMNS``), or None where eager runs would not use that layout
-    (``ase_mpnn.nn.neighbor_matrix.neighbor_slots``: too much padding, or no edges)."""
-    slots = neighbor_slots(graph[keys.EDGE_INDEX][0], graph[keys.SPECIES].shape[0])
+    (``ase_mpnn.nn.neighbor_matrix.neighbor_slots``: too much padding, unless
+    ``any_padding``, or no edges)."""
+    slots = neighbor_slots(graph[keys.EDGE_INDEX][0], graph[keys.SPECIES].shape[0],
+                           math.inf if any_padding else None)
     if slots is None:
         return None
     graph = dict(graph)
@@ -368,15 +371,17 @@ class CompiledPotential:
                                   "(.mpnn) for phonons and vibrations")
 
     def __call__(self, graph: Graph, forces: bool = True, stress: bool = False,
-                 atomic_stresses: bool = False, create_graph: bool = False) -> Graph:
+                 atomic_stresses: bool = False, create_graph: bool = False, *,
+                 program: str | None = None) -> Graph:
         """Energy, per-atom energies, forces and (if ``stress``) stress of a batched graph,
-        as ``Potential.forward`` gives them."""
+        as ``Potential.forward`` gives them. ``program`` (one of ``self.programs``; for
+        checks) runs that program whatever layout the graph would get."""
         if atomic_stresses or create_graph:
             raise NotImplementedError("a compiled model gives energy, forces and stress; "
                                       "per-atom stresses and training need the model file")
         check_inputs_taken(graph, (), f"this compiled {self.architecture} model")
         graph = self._within_cutoff(graph)
-        name, graph = self._program_for(graph)
+        name, graph = self._program_for(graph, program)
         floats = (keys.POSITIONS, keys.CELL, keys.CELL_SHIFTS)
         inputs = [graph[key].to(self.device, self.dtype) if key in floats
                   else graph[key].to(self.device) for key in self.programs[name]]
@@ -386,15 +391,20 @@ class CompiledPotential:
             del out[keys.STRESS]
         return out
 
-    def _program_for(self, graph: Graph) -> tuple[str, Graph]:
-        """The program to run the graph on, and the graph with that program's layout
-        inputs: the neighbour-matrix program where eager runs would use that layout."""
+    def _program_for(self, graph: Graph, forced: str | None = None) -> tuple[str, Graph]:
+        """The program to run the graph on (``forced``, else the neighbour-matrix program
+        where eager runs would use that layout), and the graph with that program's layout
+        inputs."""
+        if forced is not None and forced not in self.programs:
+            raise ValueError(f"{self.path} has no program {forced!r}: {sorted(self.programs)}")
         if BOND_INPUTS[0] in self.programs["model"]:
             graph = with_bond_pairing(graph)
-        if "slots" in self.programs:
-            in_slots = with_neighbor_slots(graph)
+        if "slots" in self.programs and forced != "model":
+            in_slots = with_neighbor_slots(graph, any_padding=forced == "slots")
             if in_slots is not None:
                 return "slots", in_slots
+            if forced == "slots":
+                raise ValueError("a graph without edges has no neighbour-matrix layout")
         return "model", graph
 
     def _within_cutoff(self, graph: Graph) -> Graph:

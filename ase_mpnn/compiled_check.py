@@ -2,7 +2,8 @@
 
 AOTInductor's generated C++ can be wrong for some shapes (seen with torch 2.13: a NequIP
 of 4 features corrupted the heap on its first call, which kills the process, so it cannot
-be caught in-process). ``compile_checked`` compiles, runs the new ``.pt2`` on a few
+be caught in-process). ``compile_checked`` compiles, runs every program of the new
+``.pt2`` (the edge program and, for MACE and NequIP, the neighbour-matrix one) on a few
 structures in a child interpreter, compares its energies, forces and stress with the
 eager potential's on the same graph, and keeps the file only if they agree; a program
 that crashes or disagrees raises CompiledCheckError and leaves no file.
@@ -24,7 +25,7 @@ from ase import Atoms
 from ase.build import bulk
 from ase.io import read, write
 
-from .compiled import OUTPUTS, CompiledPotential, compile_potential
+from .compiled import OUTPUTS, CompiledPotential, compile_potential, read_compiled_manifest
 from .errors import ASEMPNNError
 from .graph import build_graph
 from .potential import Potential
@@ -87,15 +88,19 @@ def check_compiled(path: str | Path, potential: Potential) -> None:
         graph = _graph(read(inputs, ":"), potential, weights.dtype, weights.device)
     want = potential(graph, forces=True, stress=True)
     tolerance = TOLERANCES[weights.dtype]
-    for name in OUTPUTS:
+    for key, value in got.items():  # "<program>/<output>"
+        program, name = key.split("/")
         expected = want[name].detach().cpu().numpy()
         # a cell that is not periodic has no stress: NaN on both sides counts as agreeing
-        both_nan = np.isnan(got[name]) & np.isnan(expected)
-        error = np.where(both_nan, 0.0, np.abs(got[name] - expected)).max()
+        both_nan = np.isnan(value) & np.isnan(expected)
+        error = np.where(both_nan, 0.0, np.abs(value - expected)).max()
         if not error <= tolerance:
             raise CompiledCheckError(
-                f"the compiled program's {name} differs from the eager model's by "
-                f"{error:.3g} (> {tolerance:g}) on the check structures: not kept")
+                f"the compiled program's {name} ({program} program) differs from the eager "
+                f"model's by {error:.3g} (> {tolerance:g}) on the check structures: not kept")
+    programs = read_compiled_manifest(path).get("programs") or {"model": None}
+    if len(got) != len(OUTPUTS) * len(programs):
+        raise CompiledCheckError(f"the check gave {sorted(got)}: a program was not run")
 
 
 def _graph(structures: list[Atoms], potential, dtype: torch.dtype, device) -> dict:
@@ -106,8 +111,12 @@ def _graph(structures: list[Atoms], potential, dtype: torch.dtype, device) -> di
 def _child(program: str, inputs: str, out: str) -> None:
     compiled = CompiledPotential(program)
     graph = _graph(read(inputs, ":"), compiled, compiled.dtype, compiled.device)
-    results = compiled(graph, forces=True, stress=True)
-    np.savez(out, **{name: value.detach().cpu().numpy() for name, value in results.items()})
+    saved = {}
+    for name in compiled.programs:  # each layout's program on the same graph
+        results = compiled(graph, forces=True, stress=True, program=name)
+        saved.update({f"{name}/{key}": value.detach().cpu().numpy()
+                      for key, value in results.items()})
+    np.savez(out, **saved)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,37 @@ def test_compiled_equals_eager(compiled, request):
                                            err_msg=f"{compiled} {label} step {step} {key}")
 
 
+def test_each_program_of_an_equivariant_file_equals_eager(mace64):
+    """A MACE file holds two programs, the edge layout and the neighbour-matrix layout;
+    each, forced on every structure (the slab's and the molecule's padding included),
+    gives the eager energies, forces and stress; the calculator picks the slotted one for
+    a bulk cell."""
+    from ase_mpnn import keys
+    from ase_mpnn.graph import build_graph
+
+    name, dtype, path = mace64
+    compiled = CompiledPotential(path)
+    assert set(compiled.programs) == {"model", "slots"}
+    assert set(read_compiled_manifest(path)["programs"]) == {"model", "slots"}
+    eager = load(name, "cpu", dtype).potential
+    for label, atoms in structures().items():
+        graph = build_graph(atoms, compiled.cutoff, compiled.species, dtype=torch.float64)
+        periodic = bool(atoms.pbc.all())
+        want = eager(graph, forces=True, stress=periodic)
+        programs = ["model", "slots"] if graph[keys.EDGE_INDEX].shape[1] else ["model"]
+        for program in programs:
+            got = compiled(graph, forces=True, stress=periodic, program=program)
+            for key in (keys.ENERGY, keys.ATOMIC_ENERGIES, keys.FORCES) + (
+                    (keys.STRESS,) if periodic else ()):
+                torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-10,
+                                           msg=f"{label} {program} {key}")
+    bulk_graph = build_graph(structures()["bulk"], compiled.cutoff, compiled.species,
+                             dtype=torch.float64)
+    assert compiled._program_for(bulk_graph)[0] == "slots"
+    with pytest.raises(ValueError, match="no program 'other'"):
+        compiled(bulk_graph, program="other")
+
+
 def test_batch_of_structures(schnet64):
     """Several structures in one call (a batch of graphs) equal the eager batch."""
     name, dtype, path = schnet64

@@ -31,23 +31,25 @@ from e3nn import o3
 MAX_PADDING = 2.0
 
 
-def neighbor_slots(centers: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, int] | None:
+def neighbor_slots(centers: torch.Tensor, n_atoms: int, max_padding: float | None = None
+                   ) -> tuple[torch.Tensor, int] | None:
     """Row-major position of each edge in an (n_atoms, n_slots) neighbour matrix.
 
     Args:
         centers: (n_edges,) int64 centre atom of each edge, in any order.
         n_atoms: number of atoms (rows).
+        max_padding: the most rows per edge allowed (default MAX_PADDING; math.inf: any).
 
     Returns:
         (positions (n_edges,) in [0, n_atoms * n_slots), n_slots), or None when there are
-        no edges or padding would exceed MAX_PADDING times the number of edges.
+        no edges or padding would exceed ``max_padding`` times the number of edges.
     """
     n_edges = centers.shape[0]
     if n_edges == 0:
         return None
     counts = torch.bincount(centers, minlength=n_atoms)
     n_slots = int(counts.max())
-    if n_atoms * n_slots > MAX_PADDING * n_edges:
+    if n_atoms * n_slots > (MAX_PADDING if max_padding is None else max_padding) * n_edges:
         return None
     first = torch.cumsum(counts, 0) - counts  # index of each atom's first edge once sorted
     if bool((centers[1:] >= centers[:-1]).all()):  # neighbour lists come sorted by centre
