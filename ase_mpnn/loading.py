@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import NamedTuple, Sequence, Union
 
 import torch
+from ase.calculators.calculator import Calculator
 
 from .addons import WithAddOns
 from .committee import Committee
 from .compiled import CompiledPotential, is_compiled_file, read_compiled_manifest
+from .compiled_cache import CompiledWithEagerTwin
 from .errors import ModelFileError
 from .modelfile import model_to_bytes, potential_from_bytes, read_file_bytes, save_model
 from .models.base import AtomisticModel
@@ -213,9 +215,13 @@ def load_model(
 def potential_for(source: ModelSource, device: str | torch.device | None = None,
                   dtype: str | torch.dtype | None = None) -> Potential | Committee:
     """The potential batch code runs: a Potential already on the requested device and
-    dtype (None: any) is used as it is, sharing its weights (``MPNNCalculator.potential``);
-    any other source goes through ``load_potential`` ("auto" and DEFAULT_DTYPE for None)."""
-    if isinstance(source, (Potential, Committee, WithAddOns, CompiledPotential)):
+    dtype (None: any) is used as it is, sharing its weights (``MPNNCalculator.potential``,
+    compiled ones included; an MPNNCalculator itself stands for its potential); any other
+    source goes through ``load_potential`` ("auto" and DEFAULT_DTYPE for None)."""
+    if isinstance(source, Calculator) and getattr(source, "potential", None) is not None:
+        source = source.potential
+    if isinstance(source, (Potential, Committee, WithAddOns, CompiledPotential,
+                           CompiledWithEagerTwin)):
         weights = next(source.parameters())
         if ((device is None or resolve_device(device) == weights.device)
                 and (dtype is None or resolve_dtype(dtype) == weights.dtype)):

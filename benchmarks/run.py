@@ -23,6 +23,8 @@ benchmarks/results/run.json, and exits 1 when a target is missed:
 - schnet (64 features x 3 interactions) at 108 atoms within 3x of the matmul limit: the
   matrix-product FLOPs of its energy+forces+stress pass (torch's FlopCounterMode, printed
   per model as GFLOP with the achieved GFLOP/s) at this CPU's peak (PEAK_GFLOPS);
+- batched static evaluation of 300 cells of 2-16 atoms in float64 (``throughput.py
+  --static-only``, ``ase_mpnn.batch.evaluate``) at least 5x the one-by-one calculator loop;
 - the peers' ratios (peers.py's targets);
 - with --scale, every 108,000-atom call within 24 GiB.
 
@@ -38,6 +40,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,8 @@ MAX_SCALE_MEMORY_MB = 24 * 1024
 #: matmul peak of the 2-thread benchmark machine (GFLOP/s), the limit the FLOP column uses
 PEAK_GFLOPS = {"float32": 154.0, "float64": 70.0}
 MAX_SCHNET_OVER_FLOP_LIMIT = 3.0  # schnet at 108 atoms: call time / time at the matmul peak
+MIN_BATCHED_SPEEDUP = 5.0  # batched static evaluation / one-by-one loop, float64
+BATCHED_CELLS = 300
 
 
 def run_worker(arguments: list[str], threads: int) -> list[dict[str, Any]]:
@@ -68,6 +73,24 @@ def run_worker(arguments: list[str], threads: int) -> list[dict[str, Any]]:
         rows.append({"kind": "error", "command": " ".join(arguments),
                      "returncode": done.returncode})
     return rows
+
+
+def batched_row(threads: int) -> dict[str, Any]:
+    """benchmarks/throughput.py --static-only in float64: the one-by-one loop against
+    batched evaluation of BATCHED_CELLS small cells (interleaved, best of 3 rounds)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "throughput.json"
+        done = subprocess.run([sys.executable, str(HERE / "throughput.py"), "--static-only",
+                               "--dtype", "float64", "--n", str(BATCHED_CELLS), "--rounds", "3",
+                               "--json", str(out)], env=env, check=False)
+        if not out.is_file():
+            return {"kind": "error", "command": "throughput.py --static-only",
+                    "returncode": done.returncode}
+        seconds = json.loads(out.read_text())["seconds"]["static"]
+    loop, batched = seconds["one-by-one"], seconds["batched"]
+    return {"kind": "batched", "dtype": "float64", "cells": BATCHED_CELLS,
+            "loop_s": loop, "batched_s": batched, "speedup": loop / batched}
 
 
 def stage_rows(arguments: list[str], threads: int) -> list[dict[str, Any]]:
@@ -139,6 +162,9 @@ def check_targets(rows: list[dict]) -> list[str]:
         if r["kind"] == "scale" and r["peak_rss_mb"] > MAX_SCALE_MEMORY_MB:
             missed.append(f"{r['architecture']} {r['atoms']} atoms: peak "
                           f"{r['peak_rss_mb'] / 1024:.1f} GiB (<= 24 GiB)")
+        if r["kind"] == "batched" and r["speedup"] < MIN_BATCHED_SPEEDUP:
+            missed.append(f"batched static evaluation (float64) {r['speedup']:.2f}x the "
+                          f"one-by-one loop (>= {MIN_BATCHED_SPEEDUP:.0f}x)")
         if r["kind"] == "error":
             missed.append(f"worker failed (exit {r['returncode']}): {r['command']}")
     return missed
@@ -161,6 +187,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="create the peers' side environments first (a few minutes)")
     parser.add_argument("--compile", action="store_true",
                         help="also each model with compile=True (label +c), 108 and 1372 atoms")
+    parser.add_argument("--no-batched", dest="batched", action="store_false",
+                        help="skip batched static evaluation against the one-by-one loop")
     parser.add_argument("--scale", action="store_true",
                         help=f"also {SCALE_ATOMS} atoms through {', '.join(SCALE_MODELS)}")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "run.json")
@@ -209,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
                 if r["kind"] == "scale":
                     print(scale_line(r), flush=True)
             rows += new
+    if args.batched:
+        row = batched_row(args.threads)
+        rows.append(row)
+        if row["kind"] == "batched":
+            print(f"\nbatched static evaluation, {row['cells']} cells of 2-16 atoms, float64: "
+                  f"one-by-one {row['loop_s']:.2f} s, batched {row['batched_s']:.2f} s, "
+                  f"{row['speedup']:.2f}x", flush=True)
     missed = check_targets(rows)
     peers_missed: list[str] = []
     if args.peers:

@@ -79,6 +79,11 @@ def test_calculate_batch_and_model_objects_agree(calc):
     expected = one_by_one(structures, calc)
     assert_same(calc.calculate_batch(structures), expected)
     assert_same(evaluate(structures, calc.potential, device="cpu"), expected)
+    # the calculator itself stands for its potential (the weights are shared, not reloaded)
+    assert_same(evaluate(structures, calc), expected)
+    relaxed = relax_batch(structures[:2], calc, fmax=0.5, steps=3)
+    assert [r["energy"] for r in relaxed] == [
+        r["energy"] for r in relax_batch(structures[:2], calc.potential, fmax=0.5, steps=3)]
 
 
 def test_chunks_respect_atom_and_edge_budgets():

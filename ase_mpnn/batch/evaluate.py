@@ -112,8 +112,9 @@ def evaluate(
 
     Args:
         structures: ase.Atoms (or pymatgen structures); any mix of sizes, elements and pbc.
-        model: a model file, built-in name, model object or a loaded Potential (as
-            ``MPNNCalculator.potential``, used as it is unless device or dtype differ).
+        model: a model file, built-in name, model object, a loaded Potential (as
+            ``MPNNCalculator.potential``, used as it is unless device or dtype differ) or
+            an MPNNCalculator (its potential, compiled or not).
         device: as for MPNNCalculator; None: the given Potential's own, else "auto".
         dtype: as for MPNNCalculator; None: the given Potential's own, else
             ``ase_mpnn.loading.DEFAULT_DTYPE``.

@@ -140,7 +140,8 @@ def relax_batch(
 
     Args:
         structures: ase.Atoms to relax (copied; the inputs are not changed).
-        model: model file, built-in name, model object or loaded Potential.
+        model: model file, built-in name, model object, loaded Potential or an
+            MPNNCalculator (its potential).
         fmax: convergence threshold on the largest (generalised) force, eV/A.
         steps: most FIRE steps per structure.
         cell_filter: relax the cell too (3-D periodic structures only).
