@@ -117,7 +117,10 @@ def wrap_into_cell(positions: np.ndarray, cell: np.ndarray,
     wraps = np.zeros((len(positions), 3), dtype=np.int64)
     if not pbc.any() or not len(positions):
         return positions, wraps
-    fractional = positions @ np.linalg.pinv(cell[pbc])  # (n_atoms, n_periodic)
+    if pbc.all():  # x = f @ cell: a 3 x 3 solve (no SVD as in pinv)
+        fractional = np.linalg.solve(cell.T, positions.T).T
+    else:
+        fractional = positions @ np.linalg.pinv(cell[pbc])  # (n_atoms, n_periodic)
     wraps[:, pbc] = np.floor(fractional).astype(np.int64)
     return (positions - wraps @ cell if wraps.any() else positions), wraps
 
