@@ -57,7 +57,7 @@ from .nn.tracing import whole_program_trace
 from .potential import EnergyTerm, Potential, _evaluate_term, edge_geometry
 
 FORMAT_NAME = "ase-mpnn-compiled"
-FORMAT_VERSION = 2  # 2: the bond pairing is an input
+FORMAT_VERSION = 2  # 2: the bond pairing and neighbour-matrix layout are inputs ("programs")
 #: the extra file of the .pt2 archive holding the manifest (JSON)
 COMPILED_MANIFEST = "ase_mpnn_manifest.json"
 INPUTS = (keys.SPECIES, keys.POSITIONS, keys.CELL, keys.PBC, keys.EDGE_INDEX,
