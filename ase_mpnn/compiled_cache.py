@@ -15,7 +15,6 @@ compile at once both write a complete file, and the last one stays).
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from . import keys
+from ._cache import cache_dir
 from ._version import __version__
 from .compiled import FORMAT_VERSION, CompiledPotential, _check_compilable
 from .compiled_check import CompiledCheckError, compile_checked
@@ -31,14 +31,6 @@ from .potential import Potential
 log = logging.getLogger(__name__)
 
 Graph = dict[str, torch.Tensor]
-
-
-def cache_dir() -> Path:
-    """Where compiled models are kept (see the module's docstring)."""
-    if os.environ.get("ASE_MPNN_CACHE"):
-        return Path(os.environ["ASE_MPNN_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "ase-mpnn"
 
 
 def cached_file(model_sha256: str, dtype: torch.dtype, device: torch.device) -> Path:

@@ -12,9 +12,14 @@ from ase.build import bulk
 from ase_mpnn import MPNNCalculator, Potential
 from ase_mpnn.models import SchNet
 from ase_mpnn.models.presets import build_preset
+from ase_mpnn.nn import native
 from ase_mpnn.testing import rattled_triclinic_cell, scale_to_force_rms
 
 SPECIES = ["Cu", "Ni"]
+
+#: the native kernels, built by ``make install`` into the user's cache, are loaded before
+#: the session's cache folder (below) hides that cache; SchNet-like models then use them
+NATIVE_KERNELS = native.available()
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one process per core: more torch threads than cores makes OpenMP spin and crawl
@@ -69,3 +74,14 @@ def calc(potential) -> MPNNCalculator:
 @pytest.fixture()
 def cu_cell():
     return cu_fcc(rattle=0.05)
+
+
+@pytest.fixture
+def native_kernels() -> None:
+    """Tests of the native kernels: skipped where they are not built, except in CI
+    (``CI`` set), where ``make install`` builds them and their absence is a failure."""
+    if not NATIVE_KERNELS:
+        message = "native kernels not built (`ase-mpnn kernels --build`)"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": make install builds them in CI")
+        pytest.skip(message)

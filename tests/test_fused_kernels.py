@@ -1,5 +1,6 @@
-"""The bond-shared continuous-filter convolution (``ase_mpnn.nn.filter_sum``) gives the
-plain per-edge path's energy, forces, stress and training gradients (float64, 1e-12)."""
+"""The bond-shared continuous-filter convolution (``ase_mpnn.nn.filter_sum``), in plain
+torch and in the native kernels, gives the plain per-edge path's energy, forces, stress
+and training gradients (float64, 1e-12)."""
 
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ def _with_isolated_atom() -> Atoms:
     return Atoms("CuNiCu", positions=[[0, 0, 0], [2.3, 0.2, 0.1], [20.0, 0, 0]])
 
 
-def _outputs(potential, graph, cache, bond_filters: bool):
+def _outputs(potential, graph, cache, bond_filters: bool, native: bool = False):
     """Energy, forces, stress of ``graph``; the training loss on a batch of ``cache`` and
     its gradients with respect to every weight (through the forces: a double backward)."""
     potential.model.bond_filters_enabled = bond_filters
+    potential.model.native_kernels_enabled = native
     out = potential(graph, forces=True, stress=True)
     batch, targets = cache.batch(list(range(len(cache.samples))), torch.float64)
     loss = batch_loss(potential, batch, targets, TrainConfig(stress_weight=10.0))
@@ -46,14 +48,17 @@ def test_filter_presets_are_found():
 
 @pytest.mark.parametrize("preset", FILTER_PRESETS)
 @pytest.mark.parametrize("structure", ["self-images", "isolated atom"])
-def test_bond_shared_filters_give_the_per_edge_results(preset, structure):
+@pytest.mark.parametrize("native", [False, True], ids=["torch", "native kernels"])
+def test_bond_shared_filters_give_the_per_edge_results(preset, structure, native, request):
+    if native:
+        request.getfixturevalue("native_kernels")
     potential = make_preset(preset).double()
     assert potential.model.share_bond_filters  # the fast path is the default
     periodic = structure == "self-images"
     atoms = rattled_triclinic_cell(SPECIES) if periodic else _with_isolated_atom()
     graph = build_graph(atoms, potential.cutoff, SPECIES, dtype=torch.float64)
     cache = GraphCache(mixed_samples(), potential.cutoff, potential.species)  # a batch
-    by_bond = _outputs(potential, graph, cache, bond_filters=True)
+    by_bond = _outputs(potential, graph, cache, bond_filters=True, native=native)
     by_edge = _outputs(potential, graph, cache, bond_filters=False)
     for a, b in zip(by_bond, by_edge):
         if a is None or b is None:

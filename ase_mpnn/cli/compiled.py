@@ -1,4 +1,5 @@
-"""``ase-mpnn compile``: a model as one AOTInductor program (energy, forces, stress)."""
+"""``ase-mpnn compile``: a model as one AOTInductor program (energy, forces, stress);
+``ase-mpnn kernels``: the native kernels' state, and their one-off build."""
 
 from __future__ import annotations
 
@@ -24,8 +25,22 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kernels(args: argparse.Namespace) -> int:
+    import time
+
+    from ..nn import native
+
+    if args.build:
+        start = time.perf_counter()
+        path = native.build(verbose=args.verbose)
+        print(f"built {path} in {time.perf_counter() - start:.0f} s (reused when up to date)")
+    for name, value in native.status().items():
+        print(f"{name:8s} {value}")
+    return 0
+
+
 def add_commands(commands) -> None:
-    """Add compile to the ``ase-mpnn`` sub-command parser."""
+    """Add compile and kernels to the ``ase-mpnn`` sub-command parser."""
     sub = commands.add_parser(
         "compile", help="compile a model's energy, forces and stress with AOTInductor (.pt2)")
     sub.add_argument("model", help="path of a .mpnn model file or a built-in model's name")
@@ -35,3 +50,10 @@ def add_commands(commands) -> None:
     sub.add_argument("--device", default="cpu", type=device,
                      help="cpu or cuda[:n] (default: %(default)s)")
     sub.set_defaults(func=_compile)
+
+    kernels = commands.add_parser(
+        "kernels", help="show (or --build) the native CPU kernels of SchNet-like models")
+    kernels.add_argument("--build", action="store_true",
+                         help="build them for this machine and torch (about 20 s, once)")
+    kernels.add_argument("--verbose", action="store_true", help="show the compiler's commands")
+    kernels.set_defaults(func=_kernels)

@@ -38,7 +38,7 @@ from .. import keys
 from ..nn import make_envelope, make_radial_basis, mlp
 from ..nn.chunks import atom_chunks, map_chunks, split_edges
 from ..nn.edge_pairs import graph_bonds
-from ..nn.filter_sum import BondEdges, filter_sum
+from ..nn.filter_sum import BondEdges, filter_sum, filter_sum_fused, fused_layout
 from ..nn.global_state import make_global_embedding
 from ..nn.message_passing import SumAggregation, make_aggregation
 from .base import AtomisticModel, check_positive_ints, register_architecture
@@ -207,6 +207,12 @@ class MessagePassingLayer(nn.Module):
         messages and edge features that stay functions of the bond length."""
         return isinstance(self.message, FilterMessage) and self.edge_update is None
 
+    @property
+    def sums_filters(self) -> bool:
+        """True when its messages are filters summed over neighbours (SchNet's
+        convolution): what ``ase_mpnn.nn.filter_sum`` computes."""
+        return self.shares_bond_filters and isinstance(self.aggregate, SumAggregation)
+
     def forward(self, h, edges, weight, centers, neighbors, chunks=None, bonds=None):
         """h (n_atoms, F), edges (n_edges, n_edge), weight (n_edges,) -> (h', edges').
 
@@ -242,9 +248,11 @@ class MessagePassingLayer(nn.Module):
         each edge's message is one product p_j * W_b(ij), summed onto atom i
         (``ase_mpnn.nn.filter_sum``)."""
         filters = self.message.bond_filters(bonds.edges)
-        summed = isinstance(self.aggregate, SumAggregation)
+        summed = self.sums_filters
         if summed:
             filters = filters * bonds.envelope[:, None]
+            if bonds.fused is not None:  # the native kernels: every atom in one pass
+                return self.update(h, filter_sum_fused(p, filters, bonds.fused))
         pieces = split_edges(chunks, bonds.bond_of_edge, weight, centers, neighbors)
 
         def aggregate(k):
@@ -319,6 +327,7 @@ class MPNN(AtomisticModel):
     def _build(self, n_features, n_layers, message, aggregation, update, edge_updates,
                message_width, n_basis, radial_basis, envelope, activation) -> None:
         self.bond_filters_enabled = True
+        self.native_kernels_enabled = True
         self.embedding = nn.Embedding(len(self.species), n_features)
         self.radial_basis = make_radial_basis(radial_basis, n_basis, self.cutoff)
         self.envelope = make_envelope(envelope, self.cutoff)
@@ -357,10 +366,17 @@ class MPNN(AtomisticModel):
     def _bonds(self, graph: dict[str, torch.Tensor], r: torch.Tensor) -> BondEdges | None:
         """Bond-level radial inputs of the graph, or None where ``graph_bonds`` gives no
         pairing (no edges, graphs so large that their edge work is checkpointed, a
-        whole-program trace that was not handed the pairing)."""
+        whole-program trace that was not handed the pairing). Their ``fused`` layout is
+        set where the native kernels can sum the filters (``native_kernels_enabled``,
+        True by default; False runs the plain torch path they are tested against)."""
         pairing = graph_bonds(graph)
         if pairing is None:
             return None
         bond_of_edge, first_edge = pairing
         r_bond = r.index_select(0, first_edge)
-        return BondEdges(self.radial_basis(r_bond), self.envelope(r_bond), bond_of_edge)
+        fused = None
+        if self.native_kernels_enabled and any(l.sums_filters for l in self.interactions):
+            centers, neighbors = graph[keys.EDGE_INDEX]
+            fused = fused_layout(centers, neighbors, bond_of_edge, first_edge,
+                                 graph[keys.SPECIES].shape[0])
+        return BondEdges(self.radial_basis(r_bond), self.envelope(r_bond), bond_of_edge, fused)

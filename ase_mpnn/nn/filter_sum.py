@@ -17,6 +17,15 @@ gathered product and its share of one scatter.
 .mpnn``) uses it whenever its messages are filters of unchanging edge features, and the
 per-edge path (``MPNN.bond_filters_enabled = False``) is the reference it is tested
 against (tests/test_fused_kernels.py).
+
+``filter_sum_fused`` does the same sum in one pass of the native kernels
+(``ase_mpnn.nn.native``, C++): each atom's row of the neighbour list, sorted by centre,
+is summed by one thread, with nothing edge-sized stored. Its backward needs no scatter
+either: in a full list every edge i -> j + S has its reverse j -> i - S in the same bond,
+so the gradient of p is the same row sum applied to the incoming gradient, and the
+gradient of a bond's filter is two gathered products, one per edge of the bond. Training
+on forces (create_graph) differentiates that backward again through plain torch
+operations.
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ from typing import NamedTuple
 
 import torch
 
+from . import native
 from .scatter import scatter_sum
+from .tracing import tracing
 
 
 class BondEdges(NamedTuple):
@@ -40,6 +51,25 @@ class BondEdges(NamedTuple):
     edges: torch.Tensor
     envelope: torch.Tensor
     bond_of_edge: torch.Tensor
+    fused: FusedLayout | None = None
+
+
+class FusedLayout(NamedTuple):
+    """A full neighbour list in the row (CSR) form the native kernels read.
+
+    Fields:
+        row_ptr: (n_atoms + 1,) int64; the edges of atom i are row_ptr[i] .. row_ptr[i + 1].
+        centers, neighbors, bond_of_edge: (n_edges,) int64 centre i, neighbour j and bond
+            of each edge, sorted by centre.
+        first_edge, second_edge: (n_bonds,) int64, the two edges of each bond.
+    """
+
+    row_ptr: torch.Tensor
+    centers: torch.Tensor
+    neighbors: torch.Tensor
+    bond_of_edge: torch.Tensor
+    first_edge: torch.Tensor
+    second_edge: torch.Tensor
 
 
 def filter_sum(p: torch.Tensor, filters: torch.Tensor, neighbors: torch.Tensor,
@@ -58,3 +88,78 @@ def filter_sum(p: torch.Tensor, filters: torch.Tensor, neighbors: torch.Tensor,
     """
     messages = p.index_select(0, neighbors) * filters.index_select(0, bond_of_edge)
     return scatter_sum(messages, centers, n_atoms)
+
+
+def fused_layout(centers: torch.Tensor, neighbors: torch.Tensor, bond_of_edge: torch.Tensor,
+                 first_edge: torch.Tensor, n_atoms: int) -> FusedLayout | None:
+    """The layout ``filter_sum_fused`` reads, or None where it cannot run: the kernels are
+    not loaded (``native.available``), the tensors are not on the CPU, a whole-program
+    trace is running, the centres are not sorted, or a bond does not have exactly two
+    edges (a list that is not full).
+
+    Args:
+        centers, neighbors, bond_of_edge: (n_edges,) int64, as ``edge_pairs`` pairs them.
+        first_edge: (n_bonds,) int64, the lowest edge of each bond.
+        n_atoms: number of atoms (centres lie in [0, n_atoms)).
+    """
+    if tracing() or centers.device.type != "cpu" or not native.available():
+        return None
+    n_edges, n_bonds = centers.shape[0], first_edge.shape[0]
+    if n_edges != 2 * n_bonds or not bool((centers[1:] >= centers[:-1]).all()):
+        return None
+    edges = torch.arange(n_edges, device=centers.device)
+    second_edge = first_edge.clone().scatter_reduce_(0, bond_of_edge, edges, reduce="amax")
+    if bool((second_edge == first_edge).any()):
+        return None  # with n_edges == 2 n_bonds: some bond has one edge, another three
+    row_ptr = centers.new_zeros(n_atoms + 1)
+    torch.cumsum(torch.bincount(centers, minlength=n_atoms), 0, out=row_ptr[1:])
+    return FusedLayout(row_ptr, centers.contiguous(), neighbors.contiguous(),
+                       bond_of_edge.contiguous(), first_edge.contiguous(), second_edge)
+
+
+def filter_sum_fused(p: torch.Tensor, filters: torch.Tensor, layout: FusedLayout
+                     ) -> torch.Tensor:
+    """``filter_sum`` over every atom, by the native kernels.
+
+    Args:
+        p: (n_atoms, width) projected features.
+        filters: (n_bonds, width) filter (times envelope) of each bond, the dtype of ``p``.
+        layout: from ``fused_layout`` on the same graph.
+
+    Returns:
+        (n_atoms, width): sum over the edges (i, j) of row i of p_j * filters_b(ij).
+    """
+    return _FusedFilterSum.apply(p, filters, *layout)
+
+
+class _FusedFilterSum(torch.autograd.Function):
+    """m = filter_sum(p, W) with the native kernels; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, p, filters, row_ptr, centers, neighbors, bond_of_edge, first_edge,
+                second_edge):
+        ctx.save_for_backward(p, filters, row_ptr, centers, neighbors, bond_of_edge,
+                              first_edge, second_edge)
+        return torch.ops.ase_mpnn.csr_filter_sum(p.contiguous(), filters.contiguous(),
+                                                 row_ptr, neighbors, bond_of_edge)
+
+    @staticmethod
+    def backward(ctx, grad):
+        p, filters, *layout = ctx.saved_tensors
+        row_ptr, centers, neighbors, bond_of_edge, first_edge, second_edge = layout
+        grad = grad.contiguous()
+        grad_p = grad_filters = None
+        if torch.is_grad_enabled():  # create_graph: a backward that is differentiable
+            if ctx.needs_input_grad[0]:
+                grad_p = _FusedFilterSum.apply(grad, filters, *layout)
+            if ctx.needs_input_grad[1]:
+                products = p.index_select(0, neighbors) * grad.index_select(0, centers)
+                grad_filters = scatter_sum(products, bond_of_edge, first_edge.shape[0])
+        else:
+            if ctx.needs_input_grad[0]:  # dm_i/dp_j: the reverse edges' row sum
+                grad_p = torch.ops.ase_mpnn.csr_filter_sum(grad, filters.contiguous(),
+                                                           row_ptr, neighbors, bond_of_edge)
+            if ctx.needs_input_grad[1]:
+                grad_filters = torch.ops.ase_mpnn.bond_filter_grad(
+                    p.contiguous(), grad, centers, neighbors, first_edge, second_edge)
+        return (grad_p, grad_filters) + (None,) * 6
