@@ -42,7 +42,7 @@ STRUCTURES = {
 
 
 def _inputs(structure, dtype=torch.float64, seed=0):
-    """(graph edges, layout, p, filters) of a structure, with random features."""
+    """(graph edges, layout, p, filters, envelope) of a structure, with random values."""
     graph = build_graph(structure, CUTOFF, SPECIES, dtype=dtype)
     centers, neighbors = graph[keys.EDGE_INDEX]
     bond_of_edge, first_edge = edge_pairs(centers, neighbors, graph[keys.CELL_SHIFTS])
@@ -52,23 +52,27 @@ def _inputs(structure, dtype=torch.float64, seed=0):
     p = torch.randn(n_atoms, WIDTH, dtype=dtype, generator=generator, requires_grad=True)
     filters = torch.randn(first_edge.shape[0], WIDTH, dtype=dtype, generator=generator,
                           requires_grad=True)
-    return (centers, neighbors, bond_of_edge, first_edge), layout, p, filters
+    envelope = torch.rand(first_edge.shape[0], dtype=dtype, generator=generator,
+                          requires_grad=True)
+    return (centers, neighbors, bond_of_edge, first_edge), layout, p, filters, envelope
 
 
-def _reference(p, filters, edges):
+def _reference(p, filters, envelope, edges):
     centers, neighbors, bond_of_edge, _ = edges
-    return filter_sum(p, filters, neighbors, bond_of_edge, centers, p.shape[0])
+    return filter_sum(p, filters * envelope[:, None], neighbors, bond_of_edge, centers,
+                      p.shape[0])
 
 
 @pytest.mark.parametrize("name", sorted(STRUCTURES))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_sum_and_gradients_match_the_torch_path(native_kernels, name, dtype):
-    edges, layout, p, filters = _inputs(STRUCTURES[name](), dtype)
+    edges, layout, p, filters, envelope = _inputs(STRUCTURES[name](), dtype)
     assert isinstance(layout, FusedLayout)
     weights = torch.randn(p.shape[0], WIDTH, dtype=dtype)  # a loss that is not symmetric
+    inputs = (p, filters, envelope)
     outputs = []
-    for sums in (filter_sum_fused(p, filters, layout), _reference(p, filters, edges)):
-        outputs.append([sums, *torch.autograd.grad((sums * weights).sum(), (p, filters))])
+    for sums in (filter_sum_fused(*inputs, layout), _reference(*inputs, edges)):
+        outputs.append([sums, *torch.autograd.grad((sums * weights).sum(), inputs)])
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     for fused, plain in zip(*outputs):
         torch.testing.assert_close(fused, plain, rtol=tolerance, atol=tolerance)
@@ -77,17 +81,17 @@ def test_sum_and_gradients_match_the_torch_path(native_kernels, name, dtype):
 @pytest.mark.parametrize("name", sorted(STRUCTURES))
 def test_second_derivatives_match_the_torch_path(native_kernels, name):
     """Training on forces differentiates the backward again (create_graph)."""
-    edges, layout, p, filters = _inputs(STRUCTURES[name]())
-    direction = torch.randn(p.shape[0], WIDTH, dtype=torch.float64)
+    edges, layout, *inputs = _inputs(STRUCTURES[name]())
+    direction = torch.randn(inputs[0].shape, dtype=torch.float64)
     results = []
-    for function in (lambda: filter_sum_fused(p, filters, layout),
-                     lambda: _reference(p, filters, edges)):
+    for function in (lambda: filter_sum_fused(*inputs, layout),
+                     lambda: _reference(*inputs, edges)):
         sums = function()
-        grad_p, grad_filters = torch.autograd.grad((sums * sums).sum(), (p, filters),
-                                                   create_graph=True)
-        second = torch.autograd.grad((grad_p * direction).sum() + grad_filters.sum(),
-                                     (p, filters))
-        results.append([grad_p, grad_filters, *second])
+        grad_p, grad_filters, grad_envelope = torch.autograd.grad(
+            (sums * sums).sum(), inputs, create_graph=True)
+        second = torch.autograd.grad(
+            (grad_p * direction).sum() + grad_filters.sum() + (grad_envelope ** 2).sum(), inputs)
+        results.append([grad_p, grad_filters, grad_envelope, *second])
     for fused, plain in zip(*results):
         torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
 
@@ -95,10 +99,10 @@ def test_second_derivatives_match_the_torch_path(native_kernels, name):
 def test_gradcheck_and_gradgradcheck(native_kernels):
     """Finite differences of the fused sum, its backward and its double backward."""
     atoms = Atoms("CuNiCu", positions=[[0, 0, 0], [2.4, 0.1, 0], [1.1, 2.2, 0.2]])
-    _, layout, p, filters = _inputs(atoms)
-    function = lambda p, filters: filter_sum_fused(p, filters, layout)  # noqa: E731
-    assert torch.autograd.gradcheck(function, (p, filters))
-    assert torch.autograd.gradgradcheck(function, (p, filters))
+    _, layout, *inputs = _inputs(atoms)
+    function = lambda *inputs: filter_sum_fused(*inputs, layout)  # noqa: E731
+    assert torch.autograd.gradcheck(function, inputs)
+    assert torch.autograd.gradgradcheck(function, inputs)
 
 
 def test_layout_is_refused_where_the_kernels_would_be_wrong(native_kernels, monkeypatch):

@@ -249,10 +249,10 @@ class MessagePassingLayer(nn.Module):
         (``ase_mpnn.nn.filter_sum``)."""
         filters = self.message.bond_filters(bonds.edges)
         summed = self.sums_filters
+        if summed and bonds.fused is not None:  # the native kernels: every atom in one pass
+            return self.update(h, filter_sum_fused(p, filters, bonds.envelope, bonds.fused))
         if summed:
             filters = filters * bonds.envelope[:, None]
-            if bonds.fused is not None:  # the native kernels: every atom in one pass
-                return self.update(h, filter_sum_fused(p, filters, bonds.fused))
         pieces = split_edges(chunks, bonds.bond_of_edge, weight, centers, neighbors)
 
         def aggregate(k):

@@ -117,49 +117,53 @@ def fused_layout(centers: torch.Tensor, neighbors: torch.Tensor, bond_of_edge: t
                        bond_of_edge.contiguous(), first_edge.contiguous(), second_edge)
 
 
-def filter_sum_fused(p: torch.Tensor, filters: torch.Tensor, layout: FusedLayout
-                     ) -> torch.Tensor:
-    """``filter_sum`` over every atom, by the native kernels.
+def filter_sum_fused(p: torch.Tensor, filters: torch.Tensor, envelope: torch.Tensor,
+                     layout: FusedLayout) -> torch.Tensor:
+    """``filter_sum`` of the enveloped filters over every atom, by the native kernels.
 
     Args:
         p: (n_atoms, width) projected features.
-        filters: (n_bonds, width) filter (times envelope) of each bond, the dtype of ``p``.
+        filters: (n_bonds, width) filter of each bond, the dtype of ``p``.
+        envelope: (n_bonds,) cutoff envelope u of each bond (multiplied in by the kernel).
         layout: from ``fused_layout`` on the same graph.
 
     Returns:
-        (n_atoms, width): sum over the edges (i, j) of row i of p_j * filters_b(ij).
+        (n_atoms, width): sum over the edges (i, j) of row i of p_j * filters_b * u_b.
     """
-    return _FusedFilterSum.apply(p, filters, *layout)
+    return _FusedFilterSum.apply(p, filters, envelope, *layout)
 
 
 class _FusedFilterSum(torch.autograd.Function):
-    """m = filter_sum(p, W) with the native kernels; see the module docstring."""
+    """m = filter_sum(p, W u) with the native kernels; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, p, filters, row_ptr, centers, neighbors, bond_of_edge, first_edge,
-                second_edge):
-        ctx.save_for_backward(p, filters, row_ptr, centers, neighbors, bond_of_edge,
+    def forward(ctx, p, filters, envelope, row_ptr, centers, neighbors, bond_of_edge,
+                first_edge, second_edge):
+        p, filters, envelope = p.contiguous(), filters.contiguous(), envelope.contiguous()
+        ctx.save_for_backward(p, filters, envelope, row_ptr, centers, neighbors, bond_of_edge,
                               first_edge, second_edge)
-        return torch.ops.ase_mpnn.csr_filter_sum(p.contiguous(), filters.contiguous(),
-                                                 row_ptr, neighbors, bond_of_edge)
+        return torch.ops.ase_mpnn.csr_filter_sum(p, filters, envelope, row_ptr, neighbors,
+                                                 bond_of_edge)
 
     @staticmethod
     def backward(ctx, grad):
-        p, filters, *layout = ctx.saved_tensors
+        p, filters, envelope, *layout = ctx.saved_tensors
         row_ptr, centers, neighbors, bond_of_edge, first_edge, second_edge = layout
         grad = grad.contiguous()
-        grad_p = grad_filters = None
+        grad_p = grad_filters = grad_envelope = None
         if torch.is_grad_enabled():  # create_graph: a backward that is differentiable
             if ctx.needs_input_grad[0]:
-                grad_p = _FusedFilterSum.apply(grad, filters, *layout)
-            if ctx.needs_input_grad[1]:
+                grad_p = _FusedFilterSum.apply(grad, filters, envelope, *layout)
+            if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
                 products = p.index_select(0, neighbors) * grad.index_select(0, centers)
-                grad_filters = scatter_sum(products, bond_of_edge, first_edge.shape[0])
+                per_bond = scatter_sum(products, bond_of_edge, first_edge.shape[0])
+                grad_filters = per_bond * envelope[:, None]
+                grad_envelope = (per_bond * filters).sum(1)
         else:
             if ctx.needs_input_grad[0]:  # dm_i/dp_j: the reverse edges' row sum
-                grad_p = torch.ops.ase_mpnn.csr_filter_sum(grad, filters.contiguous(),
-                                                           row_ptr, neighbors, bond_of_edge)
-            if ctx.needs_input_grad[1]:
-                grad_filters = torch.ops.ase_mpnn.bond_filter_grad(
-                    p.contiguous(), grad, centers, neighbors, first_edge, second_edge)
-        return (grad_p, grad_filters) + (None,) * 6
+                grad_p = torch.ops.ase_mpnn.csr_filter_sum(grad, filters, envelope, row_ptr,
+                                                           neighbors, bond_of_edge)
+            if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+                grad_filters, grad_envelope = torch.ops.ase_mpnn.bond_filter_grad(
+                    p, grad, filters, envelope, centers, neighbors, first_edge, second_edge)
+        return (grad_p, grad_filters, grad_envelope) + (None,) * 6

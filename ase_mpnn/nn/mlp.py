@@ -13,7 +13,9 @@ class ShiftedSoftplus(nn.Module):
     """ssp(x) = softplus(x) - ln 2: smooth, and ssp(0) = 0 (SchNet's activation)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.softplus(x) - math.log(2.0)
+        # in place: softplus's backward reads its input, not its output, so the shift
+        # needs no second (n, width) array
+        return nn.functional.softplus(x).sub_(math.log(2.0))
 
 
 ACTIVATIONS = {"ssp": ShiftedSoftplus, "silu": nn.SiLU, "tanh": nn.Tanh}

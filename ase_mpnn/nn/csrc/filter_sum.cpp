@@ -2,12 +2,15 @@
 //
 // The edges of a full neighbour list, sorted by centre atom, form the rows of a sparse
 // matrix: row i holds the edges i -> j (row_ptr[i] .. row_ptr[i + 1]). Each edge reads its
-// neighbour's features p[j] and its bond's filter w[b] (one filter per bond: both edges of
-// a bond, i -> j + S and j -> i - S, have the same length).
+// neighbour's features p[j], its bond's filter w[b] and the bond's cutoff envelope u[b]
+// (one filter per bond: both edges of a bond, i -> j + S and j -> i - S, have the same
+// length).
 //
-//   csr_filter_sum:   out[i] = sum over the edges e of row i of p[nbr[e]] * w[bond[e]]
-//   bond_filter_grad: out[b] = p[nbr[e1]] * g[cen[e1]] + p[nbr[e2]] * g[cen[e2]]
-//                     for the two edges e1, e2 of bond b (the filter's gradient)
+//   csr_filter_sum:   out[i] = sum over the edges e of row i of p[nbr[e]] * w[b] * u[b],
+//                     b = bond[e]
+//   bond_filter_grad: t[b] = p[nbr[e1]] * g[cen[e1]] + p[nbr[e2]] * g[cen[e2]] for the two
+//                     edges e1, e2 of bond b; returns (u[b] t[b], sum_f w[b, f] t[b, f]),
+//                     the gradients of the filter and of the envelope
 //
 // Each output row is written by one thread only (no atomics), so the sums are
 // deterministic; nothing edge-sized is stored. Rows are split over torch's intra-op
@@ -16,6 +19,8 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <tuple>
 
 namespace {
 
@@ -29,10 +34,18 @@ void check_index(const at::Tensor& x, const char* name) {
               name, " must be a contiguous 1-D int64 tensor");
 }
 
-at::Tensor csr_filter_sum(const at::Tensor& p, const at::Tensor& w, const at::Tensor& row_ptr,
-                          const at::Tensor& nbr, const at::Tensor& bond) {
-  check_features(p, "p");
+void check_bonds(const at::Tensor& w, const at::Tensor& u) {
   check_features(w, "w");
+  TORCH_CHECK(u.dim() == 1 && u.is_contiguous() && u.size(0) == w.size(0),
+              "u must be a contiguous 1-D tensor with one value per row of w");
+  TORCH_CHECK(u.scalar_type() == w.scalar_type(), "u and w must have one dtype");
+}
+
+at::Tensor csr_filter_sum(const at::Tensor& p, const at::Tensor& w, const at::Tensor& u,
+                          const at::Tensor& row_ptr, const at::Tensor& nbr,
+                          const at::Tensor& bond) {
+  check_features(p, "p");
+  check_bonds(w, u);
   check_index(row_ptr, "row_ptr");
   check_index(nbr, "nbr");
   check_index(bond, "bond");
@@ -44,6 +57,7 @@ at::Tensor csr_filter_sum(const at::Tensor& p, const at::Tensor& w, const at::Te
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "csr_filter_sum", [&] {
     const scalar_t* P = p.data_ptr<scalar_t>();
     const scalar_t* W = w.data_ptr<scalar_t>();
+    const scalar_t* U = u.data_ptr<scalar_t>();
     scalar_t* O = out.data_ptr<scalar_t>();
     const int64_t* R = row_ptr.data_ptr<int64_t>();
     const int64_t* J = nbr.data_ptr<int64_t>();
@@ -54,7 +68,8 @@ at::Tensor csr_filter_sum(const at::Tensor& p, const at::Tensor& w, const at::Te
         for (int64_t e = R[i]; e < R[i + 1]; ++e) {
           const scalar_t* pj = P + J[e] * width;
           const scalar_t* wb = W + B[e] * width;
-          for (int64_t f = 0; f < width; ++f) o[f] += pj[f] * wb[f];
+          const scalar_t ub = U[B[e]];
+          for (int64_t f = 0; f < width; ++f) o[f] += pj[f] * (wb[f] * ub);
         }
       }
     });
@@ -62,24 +77,33 @@ at::Tensor csr_filter_sum(const at::Tensor& p, const at::Tensor& w, const at::Te
   return out;
 }
 
-at::Tensor bond_filter_grad(const at::Tensor& p, const at::Tensor& g, const at::Tensor& cen,
-                            const at::Tensor& nbr, const at::Tensor& first,
-                            const at::Tensor& second) {
+std::tuple<at::Tensor, at::Tensor> bond_filter_grad(
+    const at::Tensor& p, const at::Tensor& g, const at::Tensor& w, const at::Tensor& u,
+    const at::Tensor& cen, const at::Tensor& nbr, const at::Tensor& first,
+    const at::Tensor& second) {
   check_features(p, "p");
   check_features(g, "g");
+  check_bonds(w, u);
   check_index(cen, "cen");
   check_index(nbr, "nbr");
   check_index(first, "first");
   check_index(second, "second");
-  TORCH_CHECK(p.scalar_type() == g.scalar_type(), "p and g must have one dtype");
-  TORCH_CHECK(p.size(1) == g.size(1), "p and g must have one width");
-  TORCH_CHECK(first.size(0) == second.size(0), "first and second must have one length");
+  TORCH_CHECK(p.scalar_type() == g.scalar_type() && p.scalar_type() == w.scalar_type(),
+              "p, g and w must have one dtype");
+  TORCH_CHECK(p.size(1) == g.size(1) && p.size(1) == w.size(1),
+              "p, g and w must have one width");
+  TORCH_CHECK(first.size(0) == w.size(0) && second.size(0) == w.size(0),
+              "first and second must have one edge per row of w");
   const int64_t n_bonds = first.size(0), width = p.size(1);
-  auto out = at::empty({n_bonds, width}, p.options());
+  auto grad_w = at::empty({n_bonds, width}, p.options());
+  auto grad_u = at::empty({n_bonds}, p.options());
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "bond_filter_grad", [&] {
     const scalar_t* P = p.data_ptr<scalar_t>();
     const scalar_t* G = g.data_ptr<scalar_t>();
-    scalar_t* O = out.data_ptr<scalar_t>();
+    const scalar_t* W = w.data_ptr<scalar_t>();
+    const scalar_t* U = u.data_ptr<scalar_t>();
+    scalar_t* GW = grad_w.data_ptr<scalar_t>();
+    scalar_t* GU = grad_u.data_ptr<scalar_t>();
     const int64_t* C = cen.data_ptr<int64_t>();
     const int64_t* J = nbr.data_ptr<int64_t>();
     const int64_t* A = first.data_ptr<int64_t>();
@@ -90,20 +114,28 @@ at::Tensor bond_filter_grad(const at::Tensor& p, const at::Tensor& g, const at::
         const scalar_t* g1 = G + C[A[b]] * width;
         const scalar_t* p2 = P + J[Z[b]] * width;
         const scalar_t* g2 = G + C[Z[b]] * width;
-        scalar_t* o = O + b * width;
-        for (int64_t f = 0; f < width; ++f) o[f] = p1[f] * g1[f] + p2[f] * g2[f];
+        const scalar_t* wb = W + b * width;
+        scalar_t* o = GW + b * width;
+        scalar_t dot = 0;
+        for (int64_t f = 0; f < width; ++f) {
+          const scalar_t t = p1[f] * g1[f] + p2[f] * g2[f];
+          o[f] = t * U[b];
+          dot += wb[f] * t;
+        }
+        GU[b] = dot;
       }
     });
   });
-  return out;
+  return std::make_tuple(grad_w, grad_u);
 }
 
 }  // namespace
 
 TORCH_LIBRARY(ase_mpnn, m) {
-  m.def("csr_filter_sum(Tensor p, Tensor w, Tensor row_ptr, Tensor nbr, Tensor bond) -> Tensor");
-  m.def("bond_filter_grad(Tensor p, Tensor g, Tensor cen, Tensor nbr, Tensor first, "
-        "Tensor second) -> Tensor");
+  m.def("csr_filter_sum(Tensor p, Tensor w, Tensor u, Tensor row_ptr, Tensor nbr, "
+        "Tensor bond) -> Tensor");
+  m.def("bond_filter_grad(Tensor p, Tensor g, Tensor w, Tensor u, Tensor cen, Tensor nbr, "
+        "Tensor first, Tensor second) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(ase_mpnn, CPU, m) {
