@@ -32,7 +32,8 @@ least ``--min-round-s``). Workers' stderr (the peers' warnings, tracebacks) goes
 
 Ours is also timed compiled ahead of time (``MPNNCalculator(..., compile=True)``, skin 0;
 the first run compiles each model and dtype into ``.bench-peers/compiled-cache``, later
-runs load it), unless ``--no-our-compiled``.
+runs load it), unless ``--no-our-compiled``. Our eager SchNet uses the native kernels
+(``ase-mpnn kernels``), built into that folder on the first run.
 
 Targets (peer ms / our ms, ours the faster of eager and compiled, both with a fresh list
 every call): >= 1.5 against SchNetPack as ASE's getters call it and against mace-torch,
@@ -153,8 +154,10 @@ class WorkerProcess:
     def __init__(self, label: str, python: Path | str, threads: int):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    PYTHONUNBUFFERED="1")
-        # our compile=True programs are cached here, not in the user's ~/.cache
+        # our compile=True programs and native kernels are cached here, not in the user's
+        # ~/.cache; the kernels are built there on first use (about 20 s, once)
         env.setdefault("ASE_MPNN_CACHE", str(SIDE / "compiled-cache"))
+        env.setdefault("ASE_MPNN_KERNELS", "build")
         SIDE.mkdir(exist_ok=True)
         self.label = label
         self.log_path = SIDE / f"{label}-worker.log"
