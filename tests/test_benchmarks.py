@@ -71,3 +71,20 @@ def test_worker_times_every_stage_of_a_real_call():
     assert 0 <= stages["outside_share"] < 1 and stages["peak_rss_mb"] > 50
     assert stages["forward_backward"] < 10 * stages["call"]
     assert md["kind"] == "md" and md["steps"] >= 5 and md["steps_per_s"] > 0
+
+
+def test_kernel_benchmark_prints_both_paths(native_kernels):
+    """benchmarks/kernels.py times the native and the torch path of a real SchNet call."""
+    import os
+
+    from ase_mpnn.nn import native
+
+    command = [sys.executable, str(BENCHMARKS / "kernels.py"), "--sizes", "32", "--calls",
+               "2", "--threads", "1"]
+    cache = native._loaded["path"].parents[1]  # the session's cache folder hides the user's
+    env = {**os.environ, "ASE_MPNN_CACHE": str(cache)}
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode in (0, 1), out.stderr  # 1: a noisy 2-call row below its target
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("    32")]
+    assert [row[1] for row in rows] == ["float32", "float64"]
+    assert all(float(value) > 0 for row in rows for value in row[2:])

@@ -87,30 +87,3 @@ def test_equivariant_chunked_equals_unchunked(graph, cls, kwargs, checkpointed, 
         monkeypatch.setattr(chunks, "CHECKPOINT_EDGES", 100)
         monkeypatch.setattr(chunks, "CHECKPOINT_GROUP", 400)
     assert_same(results(potential, graph), whole)
-
-
-def test_checkpointed_groups_trim_the_heap(monkeypatch):
-    """Every TRIM_EVERY_GROUPS-th checkpointed group hands free heap pages back before it
-    runs, in the forward pass and again when it is recomputed in the backward pass."""
-    trims = []
-    monkeypatch.setattr(chunks, "release_free_memory", lambda: trims.append(1))
-    monkeypatch.setattr(chunks, "CHECKPOINT_EDGES", 10)
-    monkeypatch.setattr(chunks, "CHECKPOINT_GROUP", 10)
-    x = torch.randn(90, 2, dtype=torch.float64, requires_grad=True)
-    groups = [(k, k + 1, 10 * k, 10 * k + 10) for k in range(9)]  # 9 groups of 10 edges
-
-    def square(k):
-        return x[10 * k:10 * k + 10] ** 2
-
-    y = chunks.map_chunks(square, groups)
-    assert len(trims) == 3  # groups 0, 4 and 8
-    (grad,) = torch.autograd.grad(y.sum(), x)
-    assert len(trims) == 6
-    torch.testing.assert_close(grad, 2 * x)
-
-
-def test_release_free_memory_runs():
-    """On glibc it calls malloc_trim; elsewhere it does nothing, and never raises."""
-    chunks.release_free_memory()
-    chunks.release_free_memory()  # the C function is looked up once
-    assert chunks._malloc_trim.cache_info().hits >= 1

@@ -21,8 +21,6 @@ fit in a few GB).
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from collections.abc import Callable
 
 import torch
@@ -34,11 +32,6 @@ from .tracing import tracing
 EDGE_CHUNK = 16384
 #: graphs with more edges than this recompute groups of chunks in the backward pass
 CHECKPOINT_EDGES = 1 << 21
-#: checkpointed groups between two heap trims (``release_free_memory``). At 108,000 Cu
-#: atoms (NequIP, float32, 4.6 M pairs) the call adds 4.6-5.1 GiB with no trim, 3.5-3.6
-#: GiB trimming before every 4th group (about 10 % slower) and 3.3 GiB before every group
-#: (35 % slower: freed pages must be faulted in again)
-TRIM_EVERY_GROUPS = 4
 #: edges per checkpointed group (its stored intermediates are freed after its backward)
 CHECKPOINT_GROUP = 1 << 19
 
@@ -108,34 +101,7 @@ def map_chunks(function: Callable[[int], torch.Tensor], chunks: list[Chunk]) -> 
     if current:
         groups.append(current)
 
-    def run(index: int, group: list[int]) -> torch.Tensor:  # runs again in the backward
-        if index % TRIM_EVERY_GROUPS == 0:
-            release_free_memory()
+    def run(group: list[int]) -> torch.Tensor:
         return torch.cat([function(k) for k in group])
 
-    return torch.cat([checkpoint(run, index, group, use_reentrant=False)
-                      for index, group in enumerate(groups)])
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the operating system (glibc's ``malloc_trim``).
-
-    A checkpointed group's temporaries are many blocks of a few MB. glibc keeps such
-    blocks in its heap once they are freed, where later, differently sized ones fit
-    badly, so the resident size grows past what is live: two versions of a 108,000-atom
-    NequIP call that hold the same tensors (live and saved for the backward) peaked 0.4-0.6
-    GiB apart. ``map_chunks`` calls this before every ``TRIM_EVERY_GROUPS``-th group runs
-    (forward and recomputation). A no-op where the C library has no ``malloc_trim``
-    (macOS, musl).
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    try:
-        return getattr(ctypes.CDLL(None), "malloc_trim", None)
-    except OSError:
-        return None
+    return torch.cat([checkpoint(run, group, use_reentrant=False) for group in groups])
