@@ -118,6 +118,8 @@ def test_layout_is_refused_where_the_kernels_would_be_wrong(native_kernels, monk
 
     everything = torch.arange(centers.shape[0])
     assert layout(everything) is not None
+    bond_of_edge, first_edge = edge_pairs(centers, neighbors, shifts)
+    assert fused_layout(centers, neighbors, bond_of_edge, first_edge, n_atoms - 1) is None
     assert layout(everything[1:]) is None  # one bond lost an edge
     assert layout(everything.flip(0)) is None  # centres not sorted
     monkeypatch.setattr(filter_sum_module, "tracing", lambda: True)

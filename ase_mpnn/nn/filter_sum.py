@@ -46,6 +46,8 @@ class BondEdges(NamedTuple):
         edges: (n_bonds, n_basis) radial basis of each bond's length, dimensionless.
         envelope: (n_bonds,) cutoff envelope u of each bond's length, in [0, 1].
         bond_of_edge: (n_edges,) int64 bond of each edge, in [0, n_bonds).
+        fused: the layout of the native kernels (``fused_layout``), or None where the
+            plain torch path runs.
     """
 
     edges: torch.Tensor
@@ -107,6 +109,8 @@ def fused_layout(centers: torch.Tensor, neighbors: torch.Tensor, bond_of_edge: t
     n_edges, n_bonds = centers.shape[0], first_edge.shape[0]
     if n_edges != 2 * n_bonds or not bool((centers[1:] >= centers[:-1]).all()):
         return None
+    if n_edges and not 0 <= int(neighbors.min()) <= int(neighbors.max()) < n_atoms:
+        return None  # the kernels do not check indices: the torch path raises instead
     edges = torch.arange(n_edges, device=centers.device)
     second_edge = first_edge.clone().scatter_reduce_(0, bond_of_edge, edges, reduce="amax")
     if bool((second_edge == first_edge).any()):
