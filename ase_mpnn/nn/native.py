@@ -22,6 +22,7 @@ place in one step, so processes that build at once never load half a file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -58,12 +59,19 @@ def mode() -> str:
 
 def library_path() -> Path:
     """Where this machine's build of the kernels for this torch is (or will be) kept."""
+    return cache_dir() / "kernels" / f"ase_mpnn_kernels_{_build_key(torch.__version__)}.so"
+
+
+@functools.lru_cache(maxsize=4)
+def _build_key(torch_version: str) -> str:
+    """16 hex digits of the source, torch version, flags and CPU (read once per process:
+    ``available`` runs on every SchNet call)."""
     digest = hashlib.sha256()
     for source in SOURCES:
         digest.update(source.read_bytes())
-    for part in (torch.__version__, " ".join(CFLAGS + LDFLAGS), platform.machine(), _cpu_flags()):
+    for part in (torch_version, " ".join(CFLAGS + LDFLAGS), platform.machine(), _cpu_flags()):
         digest.update(part.encode())
-    return cache_dir() / "kernels" / f"ase_mpnn_kernels_{digest.hexdigest()[:16]}.so"
+    return digest.hexdigest()[:16]
 
 
 def available() -> bool:
