@@ -40,6 +40,7 @@ from .graph import Graph
 from .graph.charge_spin import check_inputs_taken
 from .models.base import AtomisticModel
 from .nn import scatter_sum
+from .nn.chunks import release_before_backward
 from .repulsion import ZBL
 
 
@@ -383,6 +384,7 @@ def _evaluate_term(graph: Graph, term: EnergyTerm, forces: bool, stress: bool,
             wrt["edges"] = geometry[keys.EDGE_VECTORS]
         energies = term.per_atom_energies(geometry)
         energy = scatter_sum(energies, batch, n_graphs)
+        release_before_backward(geometry[keys.EDGE_INDEX].shape[1])
         grad = _gradients(energy, wrt, create_graph)
     out = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: energies}
     if forces:

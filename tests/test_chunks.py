@@ -87,3 +87,31 @@ def test_equivariant_chunked_equals_unchunked(graph, cls, kwargs, checkpointed, 
         monkeypatch.setattr(chunks, "CHECKPOINT_EDGES", 100)
         monkeypatch.setattr(chunks, "CHECKPOINT_GROUP", 400)
     assert_same(results(potential, graph), whole)
+
+
+def test_a_checkpointed_graph_trims_the_heap_once_before_its_backward(graph, monkeypatch):
+    """Above CHECKPOINT_EDGES the potential hands free heap pages back once per call,
+    after the forward pass and before the backward pass; below it, never. No result moves."""
+    torch.manual_seed(0)
+    potential = Potential(NequIP(SPECIES, 4.0, n_features=4, n_layers=2, l_max=1,
+                                 radial_hidden=8)).double()
+    trims = []
+
+    def trim():  # records whether the autograd graph is still there to be walked back
+        trims.append(torch.is_grad_enabled())
+
+    monkeypatch.setattr(chunks, "release_free_memory", trim)
+    whole = results(potential, graph)
+    assert trims == []  # 576 edges: far below the default CHECKPOINT_EDGES
+    monkeypatch.setattr(chunks, "EDGE_CHUNK", 150)
+    monkeypatch.setattr(chunks, "CHECKPOINT_EDGES", 100)
+    monkeypatch.setattr(chunks, "CHECKPOINT_GROUP", 400)
+    assert_same(results(potential, graph), whole)
+    assert trims == [True]
+
+
+def test_release_free_memory_runs():
+    """On glibc it calls malloc_trim; elsewhere it does nothing; it never raises."""
+    chunks.release_free_memory()
+    chunks.release_free_memory()  # the C function is looked up once
+    assert chunks._malloc_trim.cache_info().hits >= 1

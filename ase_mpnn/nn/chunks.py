@@ -21,6 +21,9 @@ fit in a few GB).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from collections.abc import Callable
 
 import torch
@@ -105,3 +108,40 @@ def map_chunks(function: Callable[[int], torch.Tensor], chunks: list[Chunk]) -> 
         return torch.cat([function(k) for k in group])
 
     return torch.cat([checkpoint(run, group, use_reentrant=False) for group in groups])
+
+
+def release_before_backward(n_edges: int) -> None:
+    """Hand the C heap's free pages back to the system before the backward pass of a graph
+    large enough to be checkpointed (more than ``CHECKPOINT_EDGES`` edges); else nothing.
+
+    The forward pass of such a graph frees many blocks of a few MB (each chunk's
+    temporaries). glibc keeps them in its heap, where the backward's differently sized
+    blocks fit badly, so the resident size at the backward's peak grows past what is in
+    use. At 108,000 Cu atoms (float32, 4.6 M pairs, one call after a warm-up) NequIP
+    peaked at 4.60-4.87 GiB with this trim against 5.59-5.72 without (interleaved runs);
+    SchNet and MACE did not move. The trim takes 0.1-0.15 s and the backward faults the
+    freed pages in again: NequIP's call was 2-3 s (about 10 %) slower, SchNet's and MACE's
+    unchanged within the noise. Trimming before every checkpointed group instead, or again
+    at each layer's backward, was measured no lower for NequIP and up to 2x slower for
+    SchNet.
+    """
+    if n_edges > CHECKPOINT_EDGES:
+        release_free_memory()
+
+
+def release_free_memory() -> None:
+    """glibc's ``malloc_trim(0)``: return every free page of the C heap to the operating
+    system. A no-op where the C library has none (macOS, musl)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """The C library's ``malloc_trim``, or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
