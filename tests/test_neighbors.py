@@ -120,3 +120,19 @@ def test_slab_atoms_outside_nominal_cell():
     nl = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 5.0)
     i, j, shifts = ase_neighbor_list("ijS", atoms, 5.0)
     assert as_set(nl.centers, nl.neighbors, nl.shifts) == as_set(i, j, shifts)
+
+
+def test_shifts_after_wrap_keeps_every_pair_vector():
+    """Pairs of wrapped positions restated for the given ones (and back, with -wraps) keep
+    x_j - x_i + S @ cell exactly; with no atom wrapped the shifts are returned as they are."""
+    rng = np.random.default_rng(4)
+    cell = np.array([[4.0, 0.3, 0.0], [0.5, 3.5, 0.2], [0.1, -0.4, 5.0]])
+    positions = rng.normal(scale=12.0, size=(9, 3))  # many cells away
+    wrapped, wraps = neighbors.wrap_into_cell(positions, cell, np.array([True] * 3))
+    i, j = rng.integers(0, 9, size=(2, 40))
+    shifts = rng.integers(-2, 3, size=(40, 3))
+    ours = neighbors.shifts_after_wrap(shifts, wraps, i, j)
+    np.testing.assert_allclose(positions[j] - positions[i] + ours @ cell,
+                               wrapped[j] - wrapped[i] + shifts @ cell, atol=1e-12)
+    np.testing.assert_array_equal(neighbors.shifts_after_wrap(ours, -wraps, i, j), shifts)
+    assert neighbors.shifts_after_wrap(shifts, np.zeros_like(wraps), i, j) is shifts

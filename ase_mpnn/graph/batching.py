@@ -16,7 +16,7 @@ import torch
 
 from .. import keys
 from .charge_spin import GlobalState, global_state_tensors
-from .neighbors import wrap_into_cell
+from .neighbors import shifts_after_wrap, wrap_into_cell
 from .structure import MIN_DISTANCE, Structure, is_single_structure, make_structure
 
 Graph = dict[str, torch.Tensor]
@@ -104,10 +104,9 @@ def local_frame(record: Structure) -> Structure:
     if not record.n_atoms:
         return record
     positions, wraps = wrap_into_cell(record.positions, record.cell, record.pbc)
-    shifts = record.shifts
-    if wraps.any():
-        i, j = record.edges
-        shifts = shifts + wraps[j] - wraps[i]
+    centers, neighbors = record.edges
+    # the given positions are the wrapped ones moved by +wraps: undo what the list did
+    shifts = shifts_after_wrap(record.shifts, -wraps, centers, neighbors)
     return record._replace(positions=positions - positions.mean(axis=0), shifts=shifts)
 
 
