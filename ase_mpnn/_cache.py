@@ -1,5 +1,5 @@
 """The folder where ase-mpnn keeps what it builds once per machine: compiled models
-(``ase_mpnn.compiled_cache``) and native kernels (``ase_mpnn.nn.native``).
+(``ase_mpnn.compiled_cache``) and native kernels (``ase_mpnn.native``).
 
 ``$ASE_MPNN_CACHE``, else ``$XDG_CACHE_HOME/ase-mpnn``, else ``~/.cache/ase-mpnn``.
 """

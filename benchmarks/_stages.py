@@ -26,7 +26,7 @@ from ase.md.langevin import Langevin
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _peer_worker import CUTOFF_A, SPECIES, build_ours  # noqa: E402
-from ase_mpnn import MPNNCalculator, keys, list_models  # noqa: E402
+from ase_mpnn import MPNNCalculator, keys, list_models, native  # noqa: E402
 from ase_mpnn._compat import thermalize  # noqa: E402
 from ase_mpnn.graph import collate, neighbors  # noqa: E402
 from ase_mpnn.graph.neighbors import neighbor_list  # noqa: E402
@@ -86,6 +86,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def backend_usable(backend: str) -> bool:
+    """Whether this process can build lists with ``backend`` (vesin installed, native
+    kernels built)."""
+    if backend == "native":
+        return native.available()
+    return backend != "vesin" or neighbors.vesin_available()
+
+
 def backend_ms(backend: str, atoms, cutoff: float, budget_s: float) -> float:
     """ms of one neighbour list with ``backend`` (the default is restored after)."""
     default = neighbors.get_neighbor_backend()
@@ -142,7 +150,7 @@ def stage_row(calc: MPNNCalculator, atoms, budget_s: float) -> dict[str, Any]:
     out = forward_backward()
     ms = {
         **{f"neighbor_list_{backend}": backend_ms(backend, atoms, cutoff, budget_s)
-           for backend in neighbors.BACKENDS},
+           for backend in neighbors.BACKENDS if backend_usable(backend)},
         "graph": best_ms(lambda: collate([record], dtype=calc.dtype, device=calc.device),
                          budget_s),
         "forward": best_ms(forward, budget_s),

@@ -26,10 +26,9 @@ import time
 import torch
 
 from _stages import cu_cell
-from ase_mpnn import MPNNCalculator, keys
+from ase_mpnn import MPNNCalculator, keys, native
 from ase_mpnn.graph import build_graph
 from ase_mpnn.models import SchNet
-from ase_mpnn.nn import native
 from ase_mpnn.nn.edge_pairs import edge_pairs
 from ase_mpnn.nn.filter_sum import filter_sum, filter_sum_fused, fused_layout
 from ase_mpnn.potential import Potential

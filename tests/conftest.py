@@ -9,10 +9,9 @@ import torch
 from ase import Atoms
 from ase.build import bulk
 
-from ase_mpnn import MPNNCalculator, Potential
+from ase_mpnn import MPNNCalculator, Potential, native
 from ase_mpnn.models import SchNet
 from ase_mpnn.models.presets import build_preset
-from ase_mpnn.nn import native
 from ase_mpnn.testing import rattled_triclinic_cell, scale_to_force_rms
 
 SPECIES = ["Cu", "Ni"]

@@ -89,7 +89,7 @@ def test_kernel_benchmark_prints_both_paths(native_kernels):
     """benchmarks/kernels.py times the native and the torch path of a real SchNet call."""
     import os
 
-    from ase_mpnn.nn import native
+    from ase_mpnn import native
 
     command = [sys.executable, str(BENCHMARKS / "kernels.py"), "--sizes", "32", "--calls",
                "2", "--threads", "1"]

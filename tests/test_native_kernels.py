@@ -1,4 +1,4 @@
-"""The native kernels (``ase_mpnn.nn.native``, ``csrc/filter_sum.cpp``) give the plain torch
+"""The native kernels (``ase_mpnn.native``, ``csrc/filter_sum.cpp``) give the plain torch
 ``filter_sum``'s sums, gradients and second derivatives (float64 to 1e-12), are used only
 where they are right, and fall back or fail with a reason that says what to do."""
 
@@ -12,11 +12,10 @@ import pytest
 import torch
 from ase import Atoms
 
-from ase_mpnn import keys
+from ase_mpnn import keys, native
 from ase_mpnn.graph import build_graph
 from ase_mpnn.models import mpnn
 from ase_mpnn.nn import filter_sum as filter_sum_module
-from ase_mpnn.nn import native
 from ase_mpnn.nn.edge_pairs import edge_pairs
 from ase_mpnn.nn.filter_sum import FusedLayout, filter_sum, filter_sum_fused, fused_layout
 from ase_mpnn.testing import rattled_triclinic_cell, small_molecule

@@ -45,13 +45,14 @@ def _shifted(atoms: Atoms, by) -> Atoms:
 
 
 @pytest.fixture(params=neighbors.BACKENDS)
-def backend(request):
+def backend(request, monkeypatch):
     if request.param == "vesin" and not neighbors.vesin_available():
         pytest.skip("vesin is not installed")
-    before = neighbors.get_neighbor_backend()
+    if request.param == "native":
+        request.getfixturevalue("native_kernels")  # skipped where not built, except in CI
+    monkeypatch.setattr(neighbors, "_backend", neighbors._backend)  # restored afterwards
     neighbors.set_neighbor_backend(request.param)
-    yield request.param
-    neighbors.set_neighbor_backend(before)
+    return request.param
 
 
 def as_set(i, j, shifts) -> set:
@@ -136,3 +137,60 @@ def test_shifts_after_wrap_keeps_every_pair_vector():
                                wrapped[j] - wrapped[i] + shifts @ cell, atol=1e-12)
     np.testing.assert_array_equal(neighbors.shifts_after_wrap(ours, -wraps, i, j), shifts)
     assert neighbors.shifts_after_wrap(shifts, np.zeros_like(wraps), i, j) is shifts
+
+
+def _random_structures(count: int, seed: int = 0):
+    """Sheared, rattled Cu cells of 1-27 conventional cells, many cells away from the
+    origin, a third with random periodic directions, each with a cutoff of 2-9 A (up to
+    several times the cell: many images of each atom)."""
+    rng = np.random.default_rng(seed)
+    for k in range(count):
+        atoms = bulk("Cu", "fcc", a=3.6).repeat(tuple(int(r) for r in rng.integers(1, 4, 3)))
+        atoms.set_cell(atoms.cell.array + rng.normal(scale=0.8, size=(3, 3)), scale_atoms=True)
+        atoms.rattle(0.2, seed=k)
+        atoms.pbc = rng.integers(0, 2, 3).astype(bool) if k % 3 == 0 else True
+        atoms.positions += rng.normal(scale=20.0, size=3)
+        yield atoms, float(rng.uniform(2.0, 9.0))
+
+
+def test_native_cell_list_equals_the_other_backends(native_kernels, monkeypatch):
+    """The C++ cell list finds exactly vesin's and matscipy's pairs (triclinic cells,
+    mixed periodicity, cutoffs beyond the cell), sorted by centre, each once, with the
+    same distances."""
+    monkeypatch.setattr(neighbors, "_backend", neighbors._backend)
+    for atoms, cutoff in [*_random_structures(30), (molecule("C6H6"), 3.0)]:
+        lists = {}
+        for name in ("native", "matscipy", "vesin"):
+            neighbors.set_neighbor_backend(name)
+            lists[name] = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+        ours = lists["native"]
+        assert (np.diff(ours.centers) >= 0).all()
+        pairs = as_set(ours.centers, ours.neighbors, ours.shifts)
+        assert len(pairs) == len(ours.centers)
+        for name in ("matscipy", "vesin"):
+            other = lists[name]
+            assert pairs == as_set(other.centers, other.neighbors, other.shifts), name
+        vectors = (atoms.positions[ours.neighbors] - atoms.positions[ours.centers]
+                   + ours.shifts @ atoms.cell.array)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), ours.distances, atol=1e-9)
+        assert ours.distances.max(initial=0.0) < cutoff
+
+
+def test_native_cell_list_refuses_bad_arguments(native_kernels):
+    import torch
+
+    positions = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="singular"):
+        torch.ops.ase_mpnn.cell_list(positions, torch.zeros(3, 3, dtype=torch.float64),
+                                     [1, 1, 1], 3.0)
+    with pytest.raises(RuntimeError, match="cutoff"):
+        torch.ops.ase_mpnn.cell_list(positions, torch.eye(3, dtype=torch.float64) * 5,
+                                     [1, 1, 1], -1.0)
+
+
+def test_default_backend_is_native_where_built(native_kernels, monkeypatch):
+    monkeypatch.setattr(neighbors, "_backend", "auto")
+    assert neighbors.get_neighbor_backend() == "native"
+    monkeypatch.setenv("ASE_MPNN_KERNELS", "off")  # kernels off: vesin takes over
+    assert neighbors.get_neighbor_backend() == ("vesin" if neighbors.vesin_available()
+                                                else "matscipy")

@@ -28,7 +28,7 @@ def _compile(args: argparse.Namespace) -> int:
 def _kernels(args: argparse.Namespace) -> int:
     import time
 
-    from ..nn import native
+    from .. import native
 
     if args.build:
         start = time.perf_counter()

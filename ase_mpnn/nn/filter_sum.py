@@ -19,7 +19,7 @@ per-edge path (``MPNN.bond_filters_enabled = False``) is the reference it is tes
 against (tests/test_fused_kernels.py).
 
 ``filter_sum_fused`` does the same sum in one pass of the native kernels
-(``ase_mpnn.nn.native``, C++): each atom's row of the neighbour list, sorted by centre,
+(``ase_mpnn.native``, C++): each atom's row of the neighbour list, sorted by centre,
 is summed by one thread, with nothing edge-sized stored. Its backward needs no scatter
 either: in a full list every edge i -> j + S has its reverse j -> i - S in the same bond,
 so the gradient of p is the same row sum applied to the incoming gradient, and the
@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import native
+from .. import native
 from .scatter import scatter_sum
 from .tracing import tracing
 

@@ -1,9 +1,15 @@
 """ase-mpnn's native (C++) CPU kernels: built once per machine, used when built.
 
-The kernels (``csrc/filter_sum.cpp``, registered as ``torch.ops.ase_mpnn.*``) fuse the
-gather-multiply-sum of SchNet-like convolutions (``ase_mpnn.nn.filter_sum``). They are an
-optional speed-up: every model has a plain torch path that gives the same numbers, and
-runs wherever the kernels are not built.
+The kernels, registered as ``torch.ops.ase_mpnn.*``:
+
+- ``csrc/filter_sum.cpp`` fuses the gather-multiply-sum of SchNet-like convolutions
+  (``ase_mpnn.nn.filter_sum``);
+- ``csrc/cell_list.cpp`` builds full neighbour lists sorted by centre
+  (``ase_mpnn.graph.neighbors``, backend ``native``).
+
+They are an optional speed-up: every model has a plain torch path that gives the same
+numbers and every list the vesin or matscipy backend that gives the same pairs, which run
+wherever the kernels are not built.
 
 Building needs a C++ compiler and ninja, and takes about 20 s: ``ase-mpnn kernels
 --build`` (``make install`` runs it). The environment variable ``ASE_MPNN_KERNELS`` sets
@@ -32,12 +38,13 @@ from pathlib import Path
 
 import torch
 
-from .._cache import cache_dir
-from ..errors import ASEMPNNError
+from ._cache import cache_dir
+from .errors import ASEMPNNError
 
 MODE_ENV = "ASE_MPNN_KERNELS"
 MODES = ("auto", "build", "off")
-SOURCES = (Path(__file__).with_name("csrc") / "filter_sum.cpp",)
+SOURCES = tuple(Path(__file__).with_name("csrc") / name
+                for name in ("filter_sum.cpp", "cell_list.cpp"))
 CFLAGS = ("-O3", "-march=native", "-fopenmp")  # at::parallel_for is OpenMP in torch's CPU builds
 LDFLAGS = ("-fopenmp",)  # torch's own libgomp.so.1 is loaded already: one OpenMP runtime
 
