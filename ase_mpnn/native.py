@@ -5,7 +5,9 @@ The kernels, registered as ``torch.ops.ase_mpnn.*``:
 - ``csrc/filter_sum.cpp`` fuses the gather-multiply-sum of SchNet-like convolutions
   (``ase_mpnn.nn.filter_sum``);
 - ``csrc/cell_list.cpp`` builds full neighbour lists sorted by centre
-  (``ase_mpnn.graph.neighbors``, backend ``native``).
+  (``ase_mpnn.graph.neighbors``, backend ``native``);
+- ``csrc/edge_pairs.cpp`` pairs each edge of such a list with its reverse
+  (``ase_mpnn.nn.edge_pairs``).
 
 They are an optional speed-up: every model has a plain torch path that gives the same
 numbers and every list the vesin or matscipy backend that gives the same pairs, which run
@@ -44,7 +46,7 @@ from .errors import ASEMPNNError
 MODE_ENV = "ASE_MPNN_KERNELS"
 MODES = ("auto", "build", "off")
 SOURCES = tuple(Path(__file__).with_name("csrc") / name
-                for name in ("filter_sum.cpp", "cell_list.cpp"))
+                for name in ("filter_sum.cpp", "cell_list.cpp", "edge_pairs.cpp"))
 CFLAGS = ("-O3", "-march=native", "-fopenmp")  # at::parallel_for is OpenMP in torch's CPU builds
 LDFLAGS = ("-fopenmp",)  # torch's own libgomp.so.1 is loaded already: one OpenMP runtime
 

@@ -22,7 +22,7 @@ from ase_mpnn.training.config import TrainConfig
 from ase_mpnn.training.loss import batch_loss
 from ase_mpnn.training.samples import GraphCache
 
-from .conftest import SPECIES, make_preset
+from .conftest import SPECIES, cu_fcc, make_preset
 from .test_training_stability import mixed_samples
 
 EQUIVARIANT = sorted(name for name in SMALL if name.startswith(("MACE", "NequIP")))
@@ -33,7 +33,45 @@ def _edges(graph):
     return centers, neighbors, graph[keys.CELL_SHIFTS]
 
 
-def test_each_bond_is_an_edge_and_its_reverse():
+@pytest.fixture(params=["native", "torch"])
+def pairing(request, monkeypatch):
+    """Pair edges with the C++ kernel (where built; in CI always) or the torch sort."""
+    if request.param == "native":
+        request.getfixturevalue("native_kernels")
+    else:
+        monkeypatch.setenv("ASE_MPNN_KERNELS", "off")
+    return request.param
+
+
+def _groups(bond: torch.Tensor) -> set:
+    """The pairing as a partition of the edges (numbering-free)."""
+    order = torch.argsort(bond, stable=True)
+    sizes = torch.bincount(bond).tolist()
+    return {tuple(part.tolist()) for part in order.split(sizes)}
+
+
+def test_native_and_torch_pairings_group_edges_alike(native_kernels, monkeypatch):
+    """The kernel's bonds are the sort's, numbered by their first edge; a list that is not
+    full and unsorted centres (the torch path then) are paired correctly too."""
+    for atoms in (rattled_triclinic_cell(SPECIES), rattled_triclinic_cell(SPECIES, seed=3),
+                  cu_fcc(repeat=2, nickel_every=3)):
+        graph = build_graph(atoms, 5.0, SPECIES, dtype=torch.float64)
+        centers, neighbors, shifts = _edges(graph)
+        for keep in (torch.arange(len(centers)), torch.arange(0, len(centers), 3)):
+            args = centers[keep], neighbors[keep], shifts[keep]
+            ours, first = edge_pairs(*args)
+            assert torch.equal(first, torch.sort(first).values)  # numbered by first edge
+            assert torch.equal(ours[first], torch.arange(len(first)))
+            monkeypatch.setenv("ASE_MPNN_KERNELS", "off")
+            theirs, _ = edge_pairs(*args)
+            monkeypatch.delenv("ASE_MPNN_KERNELS")
+            assert _groups(ours) == _groups(theirs)
+    flipped = [t.flip(0) for t in _edges(graph)]  # unsorted: the sort pairs them
+    bond, first = edge_pairs(*flipped)
+    assert torch.bincount(bond).tolist() == [2] * len(first)
+
+
+def test_each_bond_is_an_edge_and_its_reverse(pairing):
     # 8 atoms in a cell smaller than the cutoff: atoms neighbour their own images
     graph = build_graph(rattled_triclinic_cell(SPECIES), 5.0, SPECIES, dtype=torch.float64)
     centers, neighbors, shifts = _edges(graph)
@@ -49,7 +87,7 @@ def test_each_bond_is_an_edge_and_its_reverse():
     assert torch.equal(lengths[a], lengths[b])
 
 
-def test_edges_without_their_reverse_are_bonds_of_their_own():
+def test_edges_without_their_reverse_are_bonds_of_their_own(pairing):
     graph = build_graph(rattled_triclinic_cell(SPECIES), 5.0, SPECIES, dtype=torch.float64)
     centers, neighbors, shifts = _edges(graph)
     keep = torch.arange(0, len(centers), 3)  # a list that is not full

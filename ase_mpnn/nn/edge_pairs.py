@@ -14,13 +14,18 @@ their double backward dominate a training step of MACE- and NequIP-style models.
 
 An edge with no reverse in the list (a list that is not full) is a bond of its own, so the
 pairing is always correct; it is only faster for full lists.
+
+Where the native kernels are built (``ase_mpnn.native``) and the centres are sorted, a C++
+kernel pairs the edges by searching each bond's reverse in its neighbour's row (a call
+takes 0.09 ms at 108 Cu atoms and 2.3 ms at 1372, against 0.3-0.45 and 3.7-4.4 ms for the
+sort below); it groups the edges identically and numbers the bonds by their first edge.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .. import keys
+from .. import keys, native
 from .chunks import CHECKPOINT_EDGES
 from .tracing import tracing
 
@@ -40,6 +45,8 @@ def edge_pairs(centers: torch.Tensor, neighbors: torch.Tensor, shifts: torch.Ten
     """
     n_edges = centers.shape[0]
     s = shifts.round().to(torch.int64)
+    if _native_pairing(centers):  # C++: one row search per bond, no sort
+        return torch.ops.ase_mpnn.bond_pairs(centers, neighbors, s)
     # orient each edge canonically: from the lower atom index; for an atom's own images
     # (i == j), towards the image whose first non-zero shift component is positive
     flip = (centers > neighbors) | ((centers == neighbors) & _first_nonzero_negative(s))
@@ -71,6 +78,14 @@ def graph_bonds(graph: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     if tracing() or not 0 < centers.shape[0] <= CHECKPOINT_EDGES:
         return None
     return edge_pairs(centers, neighbors, graph[keys.CELL_SHIFTS])
+
+
+def _native_pairing(centers: torch.Tensor) -> bool:
+    """Whether the native ``bond_pairs`` kernel takes these edges: kernels built, CPU
+    tensors, centres sorted (rows of a CSR list), not under a trace."""
+    if tracing() or centers.device.type != "cpu" or centers.shape[0] < 2:
+        return False
+    return native.available() and bool((centers[1:] >= centers[:-1]).all())
 
 
 def _first_nonzero_negative(s: torch.Tensor) -> torch.Tensor:
