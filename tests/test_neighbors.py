@@ -73,9 +73,19 @@ def test_equals_ase_neighbor_list(name, backend):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), nl.distances, rtol=1e-12)
 
 
-def test_unknown_backend_is_refused():
+def test_unknown_backend_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="matscipy"):
         neighbors.set_neighbor_backend("cellist9000")
+    monkeypatch.setattr(neighbors, "_backend", "cellist9000")  # as ASE_MPNN_NEIGHBORS set it
+    with pytest.raises(ValueError, match="ASE_MPNN_NEIGHBORS"):
+        neighbor_list(np.zeros((2, 3)), np.eye(3) * 5.0, np.array([True] * 3), 2.0)
+
+
+def test_native_backend_without_kernels_says_how_to_build_them(monkeypatch):
+    monkeypatch.setattr(neighbors, "_backend", "native")
+    monkeypatch.setenv("ASE_MPNN_KERNELS", "off")
+    with pytest.raises(ImportError, match="kernels --build"):
+        neighbors.get_neighbor_backend()
 
 
 def test_small_cell_has_self_images(backend):

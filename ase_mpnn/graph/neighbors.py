@@ -49,23 +49,30 @@ def set_neighbor_backend(name: str) -> None:
     """Select ``"native"``, ``"vesin"`` or ``"matscipy"`` for every neighbour list built
     from now on (``"auto"``: the default order)."""
     global _backend
-    if name not in (*BACKENDS, "auto"):
-        raise ValueError(f"unknown neighbour-list backend {name!r}; choose one of {BACKENDS}")
-    if name == "vesin" and not vesin_available():
-        raise ImportError("vesin is not installed: pip install vesin")
-    if name == "native" and not native.available():
-        raise ImportError("ase-mpnn's native kernels are not built (or ASE_MPNN_KERNELS=off): "
-                          "run `ase-mpnn kernels --build`")
+    _check_backend(name)
     _backend = name
 
 
 def get_neighbor_backend() -> str:
     """Name of the neighbour-list backend in use."""
-    if _backend != "auto":
-        return _backend
-    if native.available():
-        return "native"
-    return "vesin" if vesin_available() else "matscipy"
+    if _backend == "auto":
+        if native.available():
+            return "native"
+        return "vesin" if vesin_available() else "matscipy"
+    _check_backend(_backend)  # as set by ASE_MPNN_NEIGHBORS, or turned off since
+    return _backend
+
+
+def _check_backend(name: str) -> None:
+    """Raise ValueError for an unknown backend name, ImportError for one that cannot run."""
+    if name not in (*BACKENDS, "auto"):
+        raise ValueError(f"unknown neighbour-list backend {name!r} (set_neighbor_backend or "
+                         f"ASE_MPNN_NEIGHBORS); choose one of {BACKENDS}")
+    if name == "vesin" and not vesin_available():
+        raise ImportError("vesin is not installed: pip install vesin")
+    if name == "native" and not native.available():
+        raise ImportError("ase-mpnn's native kernels are not built (or ASE_MPNN_KERNELS=off): "
+                          "run `ase-mpnn kernels --build`")
 
 #: padding (Angstrom) added to the enclosing box along non-periodic directions
 _BOX_PADDING = 1.0
