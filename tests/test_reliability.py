@@ -70,11 +70,13 @@ def test_atoms_a_million_angstrom_apart_are_two_isolated_atoms(potential):
     assert "energy" in results[0] and "energy" in results[1] and "error" in results[2]
 
 
-@pytest.mark.parametrize("backend", ["vesin", "matscipy"])
+@pytest.mark.parametrize("backend", ["vesin", "matscipy", "native"])
 @pytest.mark.parametrize("pbc", [(False, False, False), (True, True, False)])
-def test_gaps_far_wider_than_the_cutoff_keep_every_pair(backend, pbc, monkeypatch):
+def test_gaps_far_wider_than_the_cutoff_keep_every_pair(backend, pbc, monkeypatch, request):
     from ase_mpnn.graph import neighbors
 
+    if backend == "native":
+        request.getfixturevalue("native_kernels")
     monkeypatch.setattr(neighbors, "_backend", backend)
     rng = np.random.default_rng(0)
     clusters = [rng.uniform(0, 4, (6, 3)) + offset for offset in
@@ -271,13 +273,15 @@ def test_files_written_before_the_content_checksum_still_load(potential, tmp_pat
     assert MPNNCalculator(path).potential.cutoff == potential.cutoff
 
 
-@pytest.mark.parametrize("backend", ["vesin", "matscipy"])
+@pytest.mark.parametrize("backend", ["vesin", "matscipy", "native"])
 def test_an_atom_a_million_angstrom_along_a_slab_plane_is_wrapped(potential, backend,
-                                                                  monkeypatch):
+                                                                  monkeypatch, request):
     """Found by the property-based tests: vesin never returned for a slab with one atom
     ~1e5 cells away along its periodic directions."""
     from ase_mpnn.graph import neighbors
 
+    if backend == "native":
+        request.getfixturevalue("native_kernels")
     monkeypatch.setattr(neighbors, "_backend", backend)
     slab = cu_fcc(repeat=2, rattle=0.05)
     slab.pbc = (True, True, False)
