@@ -18,7 +18,7 @@
 //
 // The loop runs over centres in order, so the list comes out sorted by centre without a
 // sort, which is what the models' per-atom blocks and CSR kernels read. One thread: at
-// 108 atoms a call takes tens of microseconds, below what threads would save.
+// 108 Cu atoms (5 A) a call takes about 0.15 ms, and at 108,000 0.66 s against vesin's 1.03.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
