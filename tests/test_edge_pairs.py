@@ -60,6 +60,8 @@ def test_native_and_torch_pairings_group_edges_alike(native_kernels, monkeypatch
         for keep in (torch.arange(len(centers)), torch.arange(0, len(centers), 3)):
             args = centers[keep], neighbors[keep], shifts[keep]
             ours, first = edge_pairs(*args)
+            kernel = torch.ops.ase_mpnn.bond_pairs(args[0], args[1], args[2].round().long())
+            assert torch.equal(ours, kernel[0]) and torch.equal(first, kernel[1])  # it ran
             assert torch.equal(first, torch.sort(first).values)  # numbered by first edge
             assert torch.equal(ours[first], torch.arange(len(first)))
             monkeypatch.setenv("ASE_MPNN_KERNELS", "off")

@@ -4,8 +4,8 @@ Three interchangeable backends:
 
 - ``native``: ase-mpnn's own cell list in C++ (``ase_mpnn/csrc/cell_list.cpp``), the
   default wherever the native kernels are built (``ase_mpnn.native``). It makes the list
-  sorted by centre as it goes, with no sort after it: 0.05 ms at 108 Cu atoms (5 A)
-  against vesin's 0.4 ms;
+  sorted by centre as it goes, with no sort after it: a list of 108 Cu atoms (5 A) takes
+  0.33 ms against vesin's 0.81 through ``neighbor_list`` (the C++ call alone: 0.16 ms);
 - ``vesin`` (a dependency): the default where the kernels are not built;
 - ``matscipy``: the default wherever vesin cannot be imported.
 
