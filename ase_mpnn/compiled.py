@@ -53,11 +53,15 @@ from .graph import Graph, build_graph
 from .graph.charge_spin import check_inputs_taken
 from .nn.edge_pairs import edge_pairs
 from .nn.neighbor_matrix import neighbor_slots
+from .nn.paired_gather import full_list
 from .nn.tracing import whole_program_trace
 from .potential import EnergyTerm, Potential, _evaluate_term, edge_geometry
 
 FORMAT_NAME = "ase-mpnn-compiled"
-FORMAT_VERSION = 2  # 2: the bond pairing and neighbour-matrix layout are inputs ("programs")
+#: 2: the bond pairing and neighbour-matrix layout are inputs ("programs"); 3: the
+#: neighbour-matrix program takes only full lists (ase_mpnn.nn.paired_gather), so readers
+#: of version 2, which hand it any list, refuse it
+FORMAT_VERSION = 3
 #: the extra file of the .pt2 archive holding the manifest (JSON)
 COMPILED_MANIFEST = "ase_mpnn_manifest.json"
 INPUTS = (keys.SPECIES, keys.POSITIONS, keys.CELL, keys.PBC, keys.EDGE_INDEX,
@@ -399,7 +403,13 @@ class CompiledPotential:
             raise ValueError(f"{self.path} has no program {forced!r}: {sorted(self.programs)}")
         if BOND_INPUTS[0] in self.programs["model"]:
             graph = with_bond_pairing(graph)
-        if "slots" in self.programs and forced != "model":
+        # the neighbour-matrix program reads each row's reverse (ase_mpnn.nn.paired_gather)
+        full = keys.BOND_OF_EDGE not in graph or full_list(graph[keys.BOND_OF_EDGE],
+                                                            graph[keys.BOND_FIRST_EDGE])
+        if forced == "slots" and not full:
+            raise ValueError("the neighbour-matrix program needs a full neighbour list (every "
+                             "edge's reverse in it); this one is not")
+        if "slots" in self.programs and forced != "model" and full:
             in_slots = with_neighbor_slots(graph, any_padding=forced == "slots")
             if in_slots is not None:
                 return "slots", in_slots

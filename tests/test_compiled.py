@@ -1,8 +1,10 @@
 """Compiled models (``ase-mpnn compile``, ``ase_mpnn.compiled``) against the eager ones.
 
-Each compilation takes 20 s to two minutes on one CPU core, so there are three, one per
-module-scoped fixture: SchNet in float64 (through the command line) and float32, MACE in
-float64. The reference is the eager potential of the same model file.
+Each compilation takes 20 s to two minutes on one CPU core, so there are four, one per
+module-scoped fixture: SchNet in float64 (through the command line) and float32, the
+built-in MACE in float64, and a small random two-layer NequIP (float64), whose second layer
+takes l = 1 features: the neighbour-matrix program's path for features that are not
+scalars. The reference is the eager potential of the same weights.
 """
 
 from __future__ import annotations
@@ -62,6 +64,20 @@ def mace64(tmp_path_factory):
     return _compiled(tmp_path_factory, "emt-cuni-mace", "float64")
 
 
+@pytest.fixture(scope="module")
+def nequip_l1(tmp_path_factory):
+    """(eager potential, compiled file) of the SMALL "NequIP" preset with two layers (the
+    second takes l = 1 features; 80 s to compile)."""
+    from ase_mpnn.models.presets import build_preset
+    from ase_mpnn.potential import Potential
+
+    potential = Potential(build_preset("NequIP", ["Cu", "Ni"], 4.0, seed=0,
+                                       n_layers=2)).double()
+    path = tmp_path_factory.mktemp("compiled") / "nequip-l1.pt2"
+    compile_potential(potential, path)
+    return potential, path
+
+
 def structures() -> dict[str, Atoms]:
     """Bulk (108 atoms), slab, molecule, triclinic cell and a one-atom cell of Cu-Ni."""
     cell = bulk("Cu", "fcc", 3.6, cubic=True).repeat(3)
@@ -110,19 +126,24 @@ def test_compiled_equals_eager(compiled, request):
                                            err_msg=f"{compiled} {label} step {step} {key}")
 
 
-def test_each_program_of_an_equivariant_file_equals_eager(mace64):
-    """A MACE file holds two programs, the edge layout and the neighbour-matrix layout;
-    each, forced on every structure (the slab's and the molecule's padding included),
-    gives the eager energies, forces and stress; the calculator picks the slotted one for
-    a bulk cell."""
+@pytest.mark.parametrize("model", ["mace64", "nequip_l1"])
+def test_each_program_of_an_equivariant_file_equals_eager(model, request):
+    """A MACE or NequIP file holds two programs, the edge layout and the neighbour-matrix
+    layout; each, forced on every structure (the slab's and the molecule's padding
+    included), gives the eager energies, forces and stress; the calculator picks the
+    slotted one for a bulk cell. The built-in MACE has scalar features, the NequIP l = 1
+    too."""
     from ase_mpnn import keys
     from ase_mpnn.graph import build_graph
 
-    name, dtype, path = mace64
+    if model == "mace64":
+        name, dtype, path = request.getfixturevalue(model)
+        eager = load(name, "cpu", dtype).potential
+    else:
+        eager, path = request.getfixturevalue(model)
     compiled = CompiledPotential(path)
     assert set(compiled.programs) == {"model", "slots"}
     assert set(read_compiled_manifest(path)["programs"]) == {"model", "slots"}
-    eager = load(name, "cpu", dtype).potential
     for label, atoms in structures().items():
         graph = build_graph(atoms, compiled.cutoff, compiled.species, dtype=torch.float64)
         periodic = bool(atoms.pbc.all())
@@ -139,6 +160,29 @@ def test_each_program_of_an_equivariant_file_equals_eager(mace64):
     assert compiled._program_for(bulk_graph)[0] == "slots"
     with pytest.raises(ValueError, match="no program 'other'"):
         compiled(bulk_graph, program="other")
+
+
+def test_a_list_missing_a_reverse_runs_on_the_edges(nequip_l1):
+    """The neighbour-matrix program reads each row's reverse (ase_mpnn.nn.paired_gather):
+    a list without every reverse (e.g. a LAMMPS-style partial one) goes to the edge
+    program, gives the eager results there, and is refused by the other by name."""
+    from ase_mpnn import keys
+    from ase_mpnn.graph import build_graph
+
+    eager, path = nequip_l1
+    compiled = CompiledPotential(path)
+    graph = build_graph(structures()["bulk"], compiled.cutoff, compiled.species,
+                        dtype=torch.float64)
+    keep = torch.arange(1, graph[keys.EDGE_INDEX].shape[1])
+    graph[keys.EDGE_INDEX] = graph[keys.EDGE_INDEX][:, keep]
+    graph[keys.CELL_SHIFTS] = graph[keys.CELL_SHIFTS][keep]
+    assert compiled._program_for(graph)[0] == "model"
+    with pytest.raises(ValueError, match="needs a full neighbour list"):
+        compiled(graph, program="slots")
+    want = eager(graph, forces=True, stress=True)
+    got = compiled(graph, forces=True, stress=True)
+    for key in (keys.ENERGY, keys.FORCES, keys.STRESS):
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-10, msg=key)
 
 
 def test_batch_of_structures(schnet64):

@@ -39,6 +39,7 @@ from .chunks import map_chunks, split_edges, uniform_chunks
 from .e3nn_patches import exact_constants_
 from .equivariant import EdgeInputs, RadialMLP, radial_weights
 from .neighbor_matrix import CouplingTables
+from .paired_gather import gather_bonds, gather_neighbors
 from .scatter import scatter_sum
 
 
@@ -193,6 +194,20 @@ class NeighborMatrixProducts(nn.Module):
         # scalar inputs: q = path, one input column, so a = w * h by broadcasting
         self.scalar_inputs = (tables.path_of_q == list(range(self.n_q))
                               and set(tables.column_of_q) == {0})
+        # for full lists (paired_sum): the radial weight columns of a[(q, u)], and the
+        # columns of h it reads (scalar inputs: the mul channels, broadcast over q)
+        mul, q_u = self.mul, [(q, u) for q in range(self.n_q) for u in range(self.mul)]
+        self.register_buffer("weight_columns", _index(
+            [tables.path_of_q[q] * mul + u for q, u in q_u]), persistent=False)
+        h_columns = (tables.in_permutation[:mul] if self.scalar_inputs else
+                     [tables.in_permutation[tables.column_of_q[q] * mul + u] for q, u in q_u])
+        # as a one-hot matrix: h @ it is a matrix product, whose backward is one too (a
+        # column gather's backward is a scatter, and a compiled program would fuse the
+        # gather into every read of its result as a scalar load)
+        selection = torch.zeros(len(tables.in_permutation), len(h_columns))
+        selection[h_columns, torch.arange(len(h_columns))] = 1.0
+        self.register_buffer("h_selection", selection.to(torch.get_default_dtype()),
+                             persistent=False)
 
     @classmethod
     def for_tensor_product(cls, tp: o3.TensorProduct) -> NeighborMatrixProducts | None:
@@ -208,11 +223,13 @@ class NeighborMatrixProducts(nn.Module):
         """h (n_atoms, irreps_in.dim) -> (n_atoms, irreps_out.dim); ``inputs`` in the
         neighbour-matrix layout (``inputs.slots > 0``)."""
         slots = inputs.slots
-        h_permuted = h.index_select(1, self.in_permutation)
         chunks = uniform_chunks(h.shape[0], slots)
         # the message is bilinear in weights and Y: the envelope goes on the narrower Y
         # (and zeroes the padded rows, whatever weights they read)
         y = inputs.sh * inputs.envelope[:, None]
+        if inputs.pairs is not None and len(chunks) == 1:
+            return self.paired_sum(h, y, inputs, radial)
+        h_permuted = h.index_select(1, self.in_permutation)
         if inputs.bond_of_row is None:
             pieces = split_edges(chunks, y, inputs.basis, inputs.neighbors)
 
@@ -244,7 +261,7 @@ class NeighborMatrixProducts(nn.Module):
         """
         rows = neighbors.shape[0]
         n_atoms = rows // n_slots
-        mul, n_q = self.mul, self.n_q
+        mul = self.mul
         h_rows = h_permuted.index_select(0, neighbors)
         h_rows = h_rows.view(rows, -1, mul)  # (rows, sum of m1 over input irreps, mul)
         w = weights.view(rows, -1, mul)  # (rows, paths, mul)
@@ -252,6 +269,29 @@ class NeighborMatrixProducts(nn.Module):
             a = w * h_rows
         else:
             a = w.index_select(1, self.path_of_q) * h_rows.index_select(1, self.column_of_q)
+        return self.coupled(a, sh, n_atoms, n_slots)
+
+    def paired_sum(self, h: torch.Tensor, y: torch.Tensor, inputs: EdgeInputs,
+                   radial: RadialMLP) -> torch.Tensor:
+        """``block`` on the whole matrix of a full list (``inputs.pairs``), with no
+        row-sized scatter in its backward (``ase_mpnn.nn.paired_gather``) and no
+        row-sized column selection: the columns of a are picked from the atoms' h and
+        from the radial MLP's last weights. y: (rows, D), Y times the envelope."""
+        n_atoms, n_slots = h.shape[0], inputs.slots
+        rows = n_atoms * n_slots
+        h_rows = gather_neighbors(h @ self.h_selection, inputs.neighbors,
+                                  inputs.pairs)  # (rows, Q * mul), scalar inputs (rows, mul)
+        bond_weights = radial(inputs.bond_basis, None, self.weight_columns)
+        w = gather_bonds(bond_weights, inputs.bond_of_row, inputs.pairs)  # (rows, Q * mul)
+        a = w.view(rows, self.n_q, self.mul) * h_rows.view(rows, -1, self.mul)
+        return self.coupled(a, y, n_atoms, n_slots)
+
+    def coupled(self, a: torch.Tensor, sh: torch.Tensor, n_atoms: int,
+                n_slots: int) -> torch.Tensor:
+        """a (rows, Q, mul) and sh (rows, D) of whole atoms' rows -> the summed, coupled
+        tensor product (n_atoms, irreps_out.dim): S_i = sum_slots Y a by one bmm per atom,
+        then the Clebsch-Gordan coupling."""
+        n_q, mul = self.n_q, self.mul
         # the narrow Y is the transposed operand: a (rows x Q * mul) is never copied
         y = sh.view(n_atoms, n_slots, -1).transpose(1, 2)  # (n_atoms, D, slots)
         s = torch.bmm(y, a.view(n_atoms, n_slots, n_q * mul))  # (n_atoms, D, Q * mul)

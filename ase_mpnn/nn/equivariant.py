@@ -22,8 +22,10 @@ from e3nn import o3
 from torch import nn
 
 from .. import keys
+from . import paired_gather
 from .edge_pairs import graph_bonds
 from .neighbor_matrix import neighbor_slots, to_slots
+from .paired_gather import PairedRows, full_list, paired_rows
 from .radial import BesselBasis, PolynomialCutoff
 from .tracing import tracing
 
@@ -132,15 +134,22 @@ class RadialMLP(nn.Module):
             layers.append(linear)
         self.net = nn.Sequential(*layers)
 
-    def forward(self, basis: torch.Tensor, envelope: torch.Tensor | None) -> torch.Tensor:
-        """basis (n_edges, n_basis), envelope (n_edges,) or None -> (n_edges, n_out)."""
+    def forward(self, basis: torch.Tensor, envelope: torch.Tensor | None,
+                columns: torch.Tensor | None = None) -> torch.Tensor:
+        """basis (n_edges, n_basis), envelope (n_edges,) or None -> (n_edges, n_out), or
+        with ``columns`` ((n,) int64) only those output columns, in that order, repeats
+        allowed: (n_edges, n). The columns are picked from the last layer's weights, so no
+        edge-sized tensor is indexed."""
         x, scale = basis, None
-        for module in self.net:
+        last = len(self.net) - 1
+        for k, module in enumerate(self.net):
             if isinstance(module, NormalizedSiLU):  # its scale goes into the next weights
                 x, scale = nn.functional.silu(x), module.scale
             else:
-                weight = module.weight if scale is None else module.weight * scale
-                x = nn.functional.linear(x, weight)
+                weight = module.weight
+                if k == last and columns is not None:
+                    weight = weight.index_select(0, columns)
+                x = nn.functional.linear(x, weight if scale is None else weight * scale)
         return x if envelope is None else x * envelope[:, None]
 
 
@@ -161,12 +170,14 @@ class EdgeInputs(NamedTuple):
         basis: (rows, n_basis) float, the scaled Bessel basis of |r_ij|, dimensionless.
         envelope: (rows,) float, u(|r_ij|) in [0, 1], zero at and beyond the cutoff.
         centers: (rows,) int64, centre atom i of each row.
-        neighbors: (rows,) int64, neighbour atom j of each row (0 on padded rows).
+        neighbors: (rows,) int64, neighbour atom j of each row (a padded row: its centre).
         slots: columns of the neighbour matrix, or 0 when the rows are the edges.
         bond_basis: (n_bonds, n_basis) float, the basis of each bond's length (a bond is
             an edge and its reverse, ``ase_mpnn.nn.edge_pairs``), or None.
         bond_envelope: (n_bonds,) float, u of each bond's length, or None.
         bond_of_row: (rows,) int64, the bond of each row (0 on padded rows), or None.
+        pairs: the reverse of each row (``ase_mpnn.nn.paired_gather``), for a neighbour
+            matrix of a full list with bonds; else None.
 
     With the bond fields, the radial MLPs run once per bond (``radial_weights``); they
     are None for graphs so large that their edge work is checkpointed in groups
@@ -184,6 +195,7 @@ class EdgeInputs(NamedTuple):
     bond_basis: torch.Tensor | None = None
     bond_envelope: torch.Tensor | None = None
     bond_of_row: torch.Tensor | None = None
+    pairs: PairedRows | None = None
 
 
 def radial_weights(radial: RadialMLP, inputs: EdgeInputs) -> torch.Tensor:
@@ -213,6 +225,7 @@ def edge_inputs(graph: dict[str, torch.Tensor], sh: EdgeSphericalHarmonics,
     # layout it is handed (bonds, slots), else on the edges
     exporting = tracing()
     pairing = graph_bonds(graph)
+    pairs = None
     if pairing is not None:
         bond_of_row, first_edge = pairing
         bonds = (*radial(lengths.index_select(0, first_edge)), bond_of_row)
@@ -225,12 +238,18 @@ def edge_inputs(graph: dict[str, torch.Tensor], sh: EdgeSphericalHarmonics,
         rows, far = n_atoms * n_slots, 2.0 * radial.cutoff  # padding: beyond the cutoff
         vectors = to_slots(vectors, positions, rows, vectors.new_tensor([far, 0.0, 0.0]))
         lengths = to_slots(lengths, positions, rows, far)
-        neighbors = to_slots(neighbors, positions, rows, 0)
         centers = torch.arange(n_atoms, device=centers.device).repeat_interleave(n_slots)
+        neighbors = to_slots(neighbors, positions, rows, centers)  # padded: their centre
         if bonds is not None:
             bonds = (*bonds[:2], to_slots(bonds[2], positions, rows, 0))
+            # compiled programs only (paired_gather.PAIRED_IN_EAGER); their neighbour
+            # matrix always comes from a full list (ase_mpnn.compiled hands in no other),
+            # and their sizes cannot be compared
+            if exporting or (paired_gather.PAIRED_IN_EAGER and full_list(*pairing)):
+                pairs = paired_rows(*pairing, positions, n_atoms, n_slots)
     harmonics = sh(vectors)
     basis, envelope = radial(lengths)
     onehot = nn.functional.one_hot(species, n_species).to(harmonics.dtype)
+    bonds = bonds or (None, None, None)
     return EdgeInputs(species, onehot, harmonics, basis, envelope, centers, neighbors, n_slots,
-                      *(bonds or ()))
+                      *bonds, pairs)
