@@ -153,8 +153,10 @@ def with_neighbor_slots(graph: Graph, any_padding: bool = False) -> Graph | None
 
 
 def uses_neighbor_matrix(potential: Potential) -> bool:
-    """True when some convolution of the model has a neighbour-matrix path."""
+    """True when some convolution of the model has a neighbour-matrix path (MACE, NequIP)
+    or sums filters (SchNet-like; ``ase_mpnn.nn.filter_sum.slot_layout``)."""
     return any(getattr(module, "matrix_path", None) is not None
+               or getattr(module, "sums_on_neighbor_matrix", False)
                for module in potential.modules())
 
 

@@ -126,17 +126,17 @@ def test_compiled_equals_eager(compiled, request):
                                            err_msg=f"{compiled} {label} step {step} {key}")
 
 
-@pytest.mark.parametrize("model", ["mace64", "nequip_l1"])
+@pytest.mark.parametrize("model", ["mace64", "nequip_l1", "schnet64"])
 def test_each_program_of_an_equivariant_file_equals_eager(model, request):
-    """A MACE or NequIP file holds two programs, the edge layout and the neighbour-matrix
-    layout; each, forced on every structure (the slab's and the molecule's padding
-    included), gives the eager energies, forces and stress; the calculator picks the
-    slotted one for a bulk cell. The built-in MACE has scalar features, the NequIP l = 1
-    too."""
+    """A MACE, NequIP or SchNet file holds two programs, the edge layout and the
+    neighbour-matrix layout; each, forced on every structure (the slab's and the
+    molecule's padding included), gives the eager energies, forces and stress; the
+    calculator picks the slotted one for a bulk cell. The built-in MACE has scalar
+    features, the NequIP l = 1 too; SchNet sums its filters on the matrix."""
     from ase_mpnn import keys
     from ase_mpnn.graph import build_graph
 
-    if model == "mace64":
+    if model != "nequip_l1":
         name, dtype, path = request.getfixturevalue(model)
         eager = load(name, "cpu", dtype).potential
     else:

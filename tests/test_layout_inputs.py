@@ -43,11 +43,12 @@ def _assert_same(a, b):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-12)
 
 
-def test_presets_exist_and_the_equivariant_ones_have_a_neighbor_matrix_path():
+def test_presets_exist_and_those_that_sum_over_neighbours_have_a_neighbor_matrix_path():
     assert set(PRESETS) <= set(SMALL)
     assert uses_neighbor_matrix(make_preset("MACE"))
     assert uses_neighbor_matrix(make_preset("NequIP"))
-    assert not uses_neighbor_matrix(make_preset("SchNet"))
+    assert uses_neighbor_matrix(make_preset("SchNet"))  # its filter sum
+    assert not uses_neighbor_matrix(make_preset("MPNN-mlp-mean-gru"))  # a mean
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -95,7 +96,8 @@ def test_dropping_the_pairs_beyond_the_cutoff_drops_the_layout_of_the_old_edges(
 @pytest.mark.parametrize("preset", PRESETS)
 def test_the_handed_in_layout_is_the_one_used(preset, monkeypatch):
     """Under a trace the model reads the layout it is handed: a wrong bond pairing changes
-    the energy, and the neighbour-matrix path runs only on a slotted graph."""
+    the energy, and the neighbour-matrix path (SchNet: its filter sum there) runs only on
+    a slotted graph."""
     from ase_mpnn.nn.convolution import NeighborMatrixProducts
 
     potential = make_preset(preset).double()
@@ -105,10 +107,14 @@ def test_the_handed_in_layout_is_the_one_used(preset, monkeypatch):
     wrong[keys.BOND_OF_EDGE] = graph[keys.BOND_OF_EDGE].roll(1)
     with whole_program_trace():
         assert not torch.allclose(_results(potential, wrong)[0], _results(potential, graph)[0])
+    from ase_mpnn.models import mpnn
+
     calls = []
     original = NeighborMatrixProducts.neighbor_sum
     monkeypatch.setattr(NeighborMatrixProducts, "neighbor_sum",
                         lambda self, *a: calls.append(1) or original(self, *a))
+    original_sum = mpnn.filter_sum_slots
+    monkeypatch.setattr(mpnn, "filter_sum_slots", lambda *a: calls.append(1) or original_sum(*a))
     with whole_program_trace():
         _results(potential, graph)
         assert not calls

@@ -187,3 +187,28 @@ def test_a_partial_list_keeps_torch_s_gathers(monkeypatch):
     assert not calls
     for key in (keys.ENERGY, keys.FORCES, keys.STRESS):
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("preset", ["SchNet", "SchNet-polynomial-bessel"])
+@pytest.mark.parametrize("structure", ["bulk", "triclinic"])
+def test_schnet_on_the_neighbour_matrix_equals_the_plain_path(preset, structure, monkeypatch):
+    """SchNet's filter sum on the neighbour matrix (ase_mpnn.nn.filter_sum.slot_layout, what
+    its compiled programs run) against the plain torch path: energy, forces, stress and
+    the training gradients, float64, 1e-12."""
+    from ase_mpnn.models import mpnn
+    from ase_mpnn.nn import filter_sum
+
+    potential = make_preset(preset).double()
+    potential.model.native_kernels_enabled = False  # the plain torch path
+    atoms = _structures()[structure]
+    calls = []
+    original = filter_sum.filter_sum_slots
+    monkeypatch.setattr(mpnn, "filter_sum_slots",
+                        lambda *a: calls.append(1) or original(*a))
+    plain = _outputs(potential, atoms)
+    assert not calls
+    monkeypatch.setattr(paired_gather, "PAIRED_IN_EAGER", True)
+    slotted = _outputs(potential, atoms)
+    assert len(calls) == len(potential.model.interactions)
+    for got, want in zip(slotted, plain):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)

@@ -38,7 +38,14 @@ from .. import keys
 from ..nn import make_envelope, make_radial_basis, mlp
 from ..nn.chunks import atom_chunks, map_chunks, split_edges
 from ..nn.edge_pairs import graph_bonds
-from ..nn.filter_sum import BondEdges, filter_sum, filter_sum_fused, fused_layout
+from ..nn.filter_sum import (
+    BondEdges,
+    filter_sum,
+    filter_sum_fused,
+    filter_sum_slots,
+    fused_layout,
+    slot_layout,
+)
 from ..nn.global_state import make_global_embedding
 from ..nn.message_passing import SumAggregation, make_aggregation
 from .base import AtomisticModel, check_positive_ints, register_architecture
@@ -253,6 +260,8 @@ class MessagePassingLayer(nn.Module):
             return self.update(h, filter_sum_fused(p, filters, bonds.envelope, bonds.fused))
         if summed:
             filters = filters * bonds.envelope[:, None]
+        if summed and bonds.slots is not None:  # a compiled program's neighbour matrix
+            return self.update(h, filter_sum_slots(p, filters, bonds.slots))
         pieces = split_edges(chunks, bonds.bond_of_edge, weight, centers, neighbors)
 
         def aggregate(k):
@@ -374,9 +383,18 @@ class MPNN(AtomisticModel):
             return None
         bond_of_edge, first_edge = pairing
         r_bond = r.index_select(0, first_edge)
-        fused = None
-        if self.native_kernels_enabled and any(l.sums_filters for l in self.interactions):
+        fused = slots = None
+        if self.native_kernels_enabled and self.sums_on_neighbor_matrix:
             centers, neighbors = graph[keys.EDGE_INDEX]
             fused = fused_layout(centers, neighbors, bond_of_edge, first_edge,
                                  graph[keys.SPECIES].shape[0])
-        return BondEdges(self.radial_basis(r_bond), self.envelope(r_bond), bond_of_edge, fused)
+        if fused is None and self.sums_on_neighbor_matrix:
+            slots = slot_layout(graph, bond_of_edge, first_edge, r.dtype)
+        return BondEdges(self.radial_basis(r_bond), self.envelope(r_bond), bond_of_edge, fused,
+                         slots)
+
+    @property
+    def sums_on_neighbor_matrix(self) -> bool:
+        """Whether some layer sums filters (SchNet's convolution), which a compiled
+        program does on the neighbour matrix (``ase_mpnn.nn.filter_sum.slot_layout``)."""
+        return any(layer.sums_filters for layer in self.interactions)

@@ -34,7 +34,17 @@ from typing import NamedTuple
 
 import torch
 
-from .. import native
+from .. import keys, native
+from . import paired_gather
+from .neighbor_matrix import neighbor_slots, to_slots
+from .paired_gather import (
+    PairedRows,
+    full_list,
+    gather_bonds,
+    gather_neighbors,
+    paired_rows,
+    row_sums,
+)
 from .scatter import scatter_sum
 from .tracing import tracing
 
@@ -48,12 +58,15 @@ class BondEdges(NamedTuple):
         bond_of_edge: (n_edges,) int64 bond of each edge, in [0, n_bonds).
         fused: the layout of the native kernels (``fused_layout``), or None where the
             plain torch path runs.
+        slots: the neighbour-matrix layout of a compiled program (``slot_layout``), or
+            None.
     """
 
     edges: torch.Tensor
     envelope: torch.Tensor
     bond_of_edge: torch.Tensor
     fused: FusedLayout | None = None
+    slots: SlotLayout | None = None
 
 
 class FusedLayout(NamedTuple):
@@ -72,6 +85,60 @@ class FusedLayout(NamedTuple):
     bond_of_edge: torch.Tensor
     first_edge: torch.Tensor
     second_edge: torch.Tensor
+
+
+class SlotLayout(NamedTuple):
+    """A full list as the padded (n_atoms, slots) neighbour matrix, with each row's reverse
+    (``ase_mpnn.nn.paired_gather``): how compiled programs sum filters without a scatter.
+
+    Fields:
+        pairs: the reverse of every row.
+        neighbors: (rows,) int64 neighbour j of each row (a padded row: its centre).
+        bond_of_row: (rows,) int64 bond of each row (0 on padded rows).
+        real: (rows,) float, 1 on the rows that are edges, 0 on the padded ones.
+    """
+
+    pairs: PairedRows
+    neighbors: torch.Tensor
+    bond_of_row: torch.Tensor
+    real: torch.Tensor
+
+
+def slot_layout(graph: dict[str, torch.Tensor], bond_of_edge: torch.Tensor,
+                first_edge: torch.Tensor, dtype: torch.dtype) -> SlotLayout | None:
+    """The ``SlotLayout`` of a graph a whole-program trace is handed in that layout
+    (``keys.NEIGHBOR_SLOT``; ``ase_mpnn.compiled`` hands it in for full lists only), or,
+    where ``paired_gather.PAIRED_IN_EAGER`` asks for it (tests), of a full list whose
+    padding is small enough; else None. Eager runs have the native kernels instead."""
+    centers, neighbors = graph[keys.EDGE_INDEX]
+    n_atoms = graph[keys.SPECIES].shape[0]
+    if tracing():
+        if keys.NEIGHBOR_SLOT not in graph:
+            return None
+        slot_of_edge, n_slots = graph[keys.NEIGHBOR_SLOT], graph[keys.SLOT_COLUMNS].shape[0]
+    else:
+        found = (neighbor_slots(centers, n_atoms)
+                 if paired_gather.PAIRED_IN_EAGER and full_list(bond_of_edge, first_edge)
+                 else None)
+        if found is None:
+            return None
+        slot_of_edge, n_slots = found
+    rows = n_atoms * n_slots
+    row_centers = torch.arange(n_atoms, device=centers.device).repeat_interleave(n_slots)
+    return SlotLayout(paired_rows(bond_of_edge, first_edge, slot_of_edge, n_atoms, n_slots),
+                      to_slots(neighbors, slot_of_edge, rows, row_centers),
+                      to_slots(bond_of_edge, slot_of_edge, rows, 0),
+                      to_slots(torch.ones_like(centers, dtype=dtype), slot_of_edge, rows, 0.0))
+
+
+def filter_sum_slots(p: torch.Tensor, filters: torch.Tensor,
+                     layout: SlotLayout) -> torch.Tensor:
+    """``filter_sum`` over every atom on the neighbour matrix: p (n_atoms, width), filters
+    (n_bonds, width) (the envelope included) -> (n_atoms, width). Its backward passes are
+    gathers and row sums (``ase_mpnn.nn.paired_gather``), never a scatter."""
+    p_rows = gather_neighbors(p, layout.neighbors, layout.pairs)
+    filter_rows = gather_bonds(filters, layout.bond_of_row, layout.pairs)
+    return row_sums(p_rows * filter_rows * layout.real[:, None], layout.pairs.slots)
 
 
 def filter_sum(p: torch.Tensor, filters: torch.Tensor, neighbors: torch.Tensor,
