@@ -1,10 +1,11 @@
 """Compiled models (``ase-mpnn compile``, ``ase_mpnn.compiled``) against the eager ones.
 
-Each compilation takes 20 s to two minutes on one CPU core, so there are four, one per
-module-scoped fixture: SchNet in float64 (through the command line) and float32, the
-built-in MACE in float64, and a small random two-layer NequIP (float64), whose second layer
-takes l = 1 features: the neighbour-matrix program's path for features that are not
-scalars. The reference is the eager potential of the same weights.
+Each compilation takes 20 s to two minutes on one CPU core, so there are three, one per
+module-scoped fixture: SchNet in float64 (through the command line) and float32, MACE in
+float64. The reference is the eager potential of the same model file. The neighbour-matrix
+path for features that are not scalars (NequIP, MACE with l > 0) is checked under a
+whole-program trace without compiling (tests/test_layout_inputs.py,
+tests/test_paired_gather.py): compiling one more model here would take CI over its time.
 """
 
 from __future__ import annotations
@@ -64,20 +65,6 @@ def mace64(tmp_path_factory):
     return _compiled(tmp_path_factory, "emt-cuni-mace", "float64")
 
 
-@pytest.fixture(scope="module")
-def nequip_l1(tmp_path_factory):
-    """(eager potential, compiled file) of the SMALL "NequIP" preset with two layers (the
-    second takes l = 1 features; 80 s to compile)."""
-    from ase_mpnn.models.presets import build_preset
-    from ase_mpnn.potential import Potential
-
-    potential = Potential(build_preset("NequIP", ["Cu", "Ni"], 4.0, seed=0,
-                                       n_layers=2)).double()
-    path = tmp_path_factory.mktemp("compiled") / "nequip-l1.pt2"
-    compile_potential(potential, path)
-    return potential, path
-
-
 def structures() -> dict[str, Atoms]:
     """Bulk (108 atoms), slab, molecule, triclinic cell and a one-atom cell of Cu-Ni."""
     cell = bulk("Cu", "fcc", 3.6, cubic=True).repeat(3)
@@ -126,21 +113,17 @@ def test_compiled_equals_eager(compiled, request):
                                            err_msg=f"{compiled} {label} step {step} {key}")
 
 
-@pytest.mark.parametrize("model", ["mace64", "nequip_l1", "schnet64"])
-def test_each_program_of_an_equivariant_file_equals_eager(model, request):
-    """A MACE, NequIP or SchNet file holds two programs, the edge layout and the
-    neighbour-matrix layout; each, forced on every structure (the slab's and the
-    molecule's padding included), gives the eager energies, forces and stress; the
-    calculator picks the slotted one for a bulk cell. The built-in MACE has scalar
-    features, the NequIP l = 1 too; SchNet sums its filters on the matrix."""
+@pytest.mark.parametrize("model", ["mace64", "schnet64"])
+def test_each_program_of_a_file_equals_eager(model, request):
+    """A MACE or SchNet file holds two programs, the edge layout and the neighbour-matrix
+    layout; each, forced on every structure (the slab's and the molecule's padding
+    included), gives the eager energies, forces and stress; the calculator picks the
+    slotted one for a bulk cell. SchNet sums its filters on the matrix."""
     from ase_mpnn import keys
     from ase_mpnn.graph import build_graph
 
-    if model != "nequip_l1":
-        name, dtype, path = request.getfixturevalue(model)
-        eager = load(name, "cpu", dtype).potential
-    else:
-        eager, path = request.getfixturevalue(model)
+    name, dtype, path = request.getfixturevalue(model)
+    eager = load(name, "cpu", dtype).potential
     compiled = CompiledPotential(path)
     assert set(compiled.programs) == {"model", "slots"}
     assert set(read_compiled_manifest(path)["programs"]) == {"model", "slots"}
@@ -162,14 +145,15 @@ def test_each_program_of_an_equivariant_file_equals_eager(model, request):
         compiled(bulk_graph, program="other")
 
 
-def test_a_list_missing_a_reverse_runs_on_the_edges(nequip_l1):
+def test_a_list_missing_a_reverse_runs_on_the_edges(mace64):
     """The neighbour-matrix program reads each row's reverse (ase_mpnn.nn.paired_gather):
     a list without every reverse (e.g. a LAMMPS-style partial one) goes to the edge
     program, gives the eager results there, and is refused by the other by name."""
     from ase_mpnn import keys
     from ase_mpnn.graph import build_graph
 
-    eager, path = nequip_l1
+    name, dtype, path = mace64
+    eager = load(name, "cpu", dtype).potential
     compiled = CompiledPotential(path)
     graph = build_graph(structures()["bulk"], compiled.cutoff, compiled.species,
                         dtype=torch.float64)

@@ -91,6 +91,14 @@ def test_a_list_missing_a_reverse_is_not_full():
     assert not full_list(paired[keys.BOND_OF_EDGE], paired[keys.BOND_FIRST_EDGE])
 
 
+def test_a_bond_of_three_edges_beside_one_of_one_is_not_full():
+    """Four edges in two bonds, but not two each: edges 0, 1, 2 in bond 0, edge 3 alone."""
+    bond_of_edge = torch.tensor([0, 0, 0, 1])
+    assert not full_list(bond_of_edge, torch.tensor([0, 3]))
+    assert full_list(torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1]))
+    assert full_list(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
+
+
 def _gather_inputs(graph, width=5):
     generator = torch.Generator().manual_seed(0)
     n_atoms = graph[keys.SPECIES].shape[0]

@@ -52,10 +52,16 @@ class PairedRows:
 
 
 def full_list(bond_of_edge: torch.Tensor, first_edge: torch.Tensor) -> bool:
-    """True when every bond holds two edges (the list is full: each edge's reverse is in
-    it), from the pairing of ``ase_mpnn.nn.edge_pairs``. A bond holds one or two edges,
-    so that is n_edges == 2 n_bonds."""
-    return bond_of_edge.shape[0] == 2 * first_edge.shape[0]
+    """True when every bond holds exactly two edges (the list is full: each edge's reverse
+    is in it), from the pairing of ``ase_mpnn.nn.edge_pairs``: n_edges == 2 n_bonds and
+    no bond has its first edge as its last (a list with a repeated pair could otherwise
+    balance a bond of three edges against one of one)."""
+    n_edges = bond_of_edge.shape[0]
+    if n_edges != 2 * first_edge.shape[0]:
+        return False
+    edges = torch.arange(n_edges, device=bond_of_edge.device)
+    last_edge = first_edge.clone().scatter_reduce_(0, bond_of_edge, edges, reduce="amax")
+    return not bool((last_edge == first_edge).any())
 
 
 def paired_rows(bond_of_edge: torch.Tensor, first_edge: torch.Tensor,
