@@ -24,7 +24,7 @@ from torch import nn
 from .. import keys
 from . import paired_gather
 from .edge_pairs import graph_bonds
-from .neighbor_matrix import neighbor_slots, to_slots
+from .neighbor_matrix import neighbor_slots, padded_rows, to_slots
 from .paired_gather import PairedRows, full_list, paired_rows
 from .radial import BesselBasis, PolynomialCutoff
 from .tracing import tracing
@@ -238,8 +238,7 @@ def edge_inputs(graph: dict[str, torch.Tensor], sh: EdgeSphericalHarmonics,
         rows, far = n_atoms * n_slots, 2.0 * radial.cutoff  # padding: beyond the cutoff
         vectors = to_slots(vectors, positions, rows, vectors.new_tensor([far, 0.0, 0.0]))
         lengths = to_slots(lengths, positions, rows, far)
-        centers = torch.arange(n_atoms, device=centers.device).repeat_interleave(n_slots)
-        neighbors = to_slots(neighbors, positions, rows, centers)  # padded: their centre
+        centers, neighbors = padded_rows(neighbors, positions, n_atoms, n_slots)
         if bonds is not None:
             bonds = (*bonds[:2], to_slots(bonds[2], positions, rows, 0))
             # compiled programs only (paired_gather.PAIRED_IN_EAGER); their neighbour

@@ -36,7 +36,7 @@ import torch
 
 from .. import keys, native
 from . import paired_gather
-from .neighbor_matrix import neighbor_slots, to_slots
+from .neighbor_matrix import neighbor_slots, padded_rows, to_slots
 from .paired_gather import (
     PairedRows,
     full_list,
@@ -124,10 +124,9 @@ def slot_layout(graph: dict[str, torch.Tensor], bond_of_edge: torch.Tensor,
             return None
         slot_of_edge, n_slots = found
     rows = n_atoms * n_slots
-    row_centers = torch.arange(n_atoms, device=centers.device).repeat_interleave(n_slots)
+    _, row_neighbors = padded_rows(neighbors, slot_of_edge, n_atoms, n_slots)
     return SlotLayout(paired_rows(bond_of_edge, first_edge, slot_of_edge, n_atoms, n_slots),
-                      to_slots(neighbors, slot_of_edge, rows, row_centers),
-                      to_slots(bond_of_edge, slot_of_edge, rows, 0),
+                      row_neighbors, to_slots(bond_of_edge, slot_of_edge, rows, 0),
                       to_slots(torch.ones_like(centers, dtype=dtype), slot_of_edge, rows, 0.0))
 
 

@@ -70,6 +70,23 @@ def to_slots(values: torch.Tensor, positions: torch.Tensor, n_rows: int,
     return out.index_copy(0, positions, values)
 
 
+def padded_rows(neighbors: torch.Tensor, slot_of_edge: torch.Tensor, n_atoms: int,
+                n_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The centre and the neighbour of every row of the (n_atoms, n_slots) matrix.
+
+    Args:
+        neighbors: (n_edges,) int64 neighbour j of each edge.
+        slot_of_edge: (n_edges,) int64 row of each edge (``neighbor_slots``).
+
+    Returns:
+        (centres (rows,), neighbours (rows,)), int64: atom i on each of its rows, and each
+        edge's neighbour on its row; a padded row's neighbour is its centre (its own
+        reverse, ``ase_mpnn.nn.paired_gather``).
+    """
+    centers = torch.arange(n_atoms, device=neighbors.device).repeat_interleave(n_slots)
+    return centers, to_slots(neighbors, slot_of_edge, n_atoms * n_slots, centers)
+
+
 class CouplingTables:
     """Index tables and coupling matrix of a "uvu" e3nn TensorProduct whose instructions all
     have the same multiplicity (every path maps channel u to channel u).
