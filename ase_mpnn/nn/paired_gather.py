@@ -40,15 +40,12 @@ class PairedRows:
     Attributes:
         reverse: (rows,) int64, the row of each row's reverse edge; a padded row is its
             own reverse.
-        bond_first: (n_bonds,) int64, the row of each bond's first edge, or None when the
-            graph has no bonds.
-        n_atoms, slots: the matrix's shape (rows = n_atoms * slots).
+        bond_first: (n_bonds,) int64, the row of each bond's first edge.
+        slots: the matrix's columns (rows = n_atoms * slots).
     """
 
-    def __init__(self, reverse: torch.Tensor, bond_first: torch.Tensor | None,
-                 n_atoms: int, slots: int):
-        self.reverse, self.bond_first = reverse, bond_first
-        self.n_atoms, self.slots = n_atoms, slots
+    def __init__(self, reverse: torch.Tensor, bond_first: torch.Tensor, slots: int):
+        self.reverse, self.bond_first, self.slots = reverse, bond_first, slots
 
 
 def full_list(bond_of_edge: torch.Tensor, first_edge: torch.Tensor) -> bool:
@@ -81,7 +78,7 @@ def paired_rows(bond_of_edge: torch.Tensor, first_edge: torch.Tensor,
     reverse_edge = edge_sums.index_select(0, bond_of_edge) - edges
     rows = torch.arange(n_atoms * slots, device=bond_of_edge.device)
     reverse = rows.index_copy(0, slot_of_edge, slot_of_edge.index_select(0, reverse_edge))
-    return PairedRows(reverse, slot_of_edge.index_select(0, first_edge), n_atoms, slots)
+    return PairedRows(reverse, slot_of_edge.index_select(0, first_edge), slots)
 
 
 class _GatherNeighbors(torch.autograd.Function):
